@@ -1,0 +1,73 @@
+//! One host session: read requests, answer them, until shutdown or EOF.
+
+use std::io::{BufRead, Write};
+
+use iobench_proto::{self as proto, AgentMsg, HostMsg};
+
+/// How a session ended.
+pub enum End {
+    /// The host asked to power the machine off.
+    Poweroff,
+    /// The host closed the stream or asked to end the session only.
+    Closed,
+}
+
+/// Output side of a session: plain lines or checksummed frames.
+struct Out<W: Write> {
+    w: W,
+    frames: bool,
+}
+
+impl<W: Write> Out<W> {
+    fn send(&mut self, msg: &AgentMsg) -> Result<(), String> {
+        let line = proto::encode(msg);
+        let bytes = if self.frames { proto::framing::frame(&line) } else { line };
+        self.w.write_all(&bytes).and_then(|_| self.w.flush()).map_err(|e| format!("write: {e}"))
+    }
+}
+
+/// Serves requests from `r`, answering on `w`.
+pub fn serve<R: BufRead, W: Write>(mut r: R, w: W, frames: bool) -> Result<End, String> {
+    let mut out = Out { w, frames };
+    let mut kmsg = crate::sys::Kmsg::new();
+    let mut greeted = false;
+    loop {
+        let msg = match proto::recv::<HostMsg, _>(&mut r) {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(End::Closed),
+            Err(e) => {
+                // Say what was wrong and keep serving: one bad line is not fatal.
+                out.send(&AgentMsg::Error { message: e.to_string() })?;
+                if matches!(e, proto::DecodeError::Io(_)) {
+                    return Err(e.to_string());
+                }
+                continue;
+            }
+        };
+        if !greeted && !matches!(msg, HostMsg::Hello { .. }) {
+            out.send(&AgentMsg::Error { message: "expected hello first".into() })?;
+            continue;
+        }
+        match msg {
+            HostMsg::Hello { protocol } => {
+                if let Err(e) = proto::check_version(protocol) {
+                    out.send(&AgentMsg::Error { message: e.clone() })?;
+                    return Err(e);
+                }
+                greeted = true;
+                out.send(&AgentMsg::Hello(crate::sys::hello()))?;
+            }
+            HostMsg::Inventory => out.send(&AgentMsg::Inventory(crate::inventory::collect()))?,
+            HostMsg::Dmesg => out.send(&AgentMsg::Dmesg { lines: kmsg.read_new() })?,
+            HostMsg::Run { scenario } => {
+                out.send(&AgentMsg::Error {
+                    message: format!("scenario {:?}: this agent has no operations yet", scenario.name),
+                })?;
+            }
+            HostMsg::Shutdown { poweroff } => {
+                out.send(&AgentMsg::Bye)?;
+                return Ok(if poweroff { End::Poweroff } else { End::Closed });
+            }
+        }
+    }
+}

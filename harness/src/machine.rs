@@ -1,0 +1,369 @@
+//! Machine definitions: the declarative TOML files under `qemu-configs/`.
+//!
+//! A definition names the QEMU machine, its options, memory and CPUs, the
+//! kernel flavour and command line, and the emulated passthrough devices.
+//! Loading is strict: unknown keys, unknown device kinds, bad sizes and
+//! options that make no sense for the machine's architecture are errors that
+//! name the file and line.  Command-line overrides (memory, cpus, extra
+//! QEMU arguments) are applied on top with [`Machine::apply`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Errors loading a machine definition.
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or does not fit the schema.
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// No definition has that name.
+    #[error("unknown machine {name:?}; available: {}", available.join(", "))]
+    Unknown {
+        /// The requested name.
+        name: String,
+        /// Names that exist.
+        available: Vec<String>,
+    },
+}
+
+/// Guest architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    /// 64-bit little-endian POWER (pseries).
+    Ppc64le,
+    /// x86_64 (q35).
+    X86_64,
+}
+
+impl Arch {
+    /// The name used for kernels, agents and initramfs images.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::Ppc64le => "ppc64le",
+            Arch::X86_64 => "x86_64",
+        }
+    }
+
+    /// The QEMU system emulator for this architecture.
+    pub fn qemu_binary(self) -> &'static str {
+        match self {
+            Arch::Ppc64le => "qemu-system-ppc64",
+            Arch::X86_64 => "qemu-system-x86_64",
+        }
+    }
+
+    /// The guest console device name.
+    pub fn console(self) -> &'static str {
+        match self {
+            Arch::Ppc64le => "hvc0",
+            Arch::X86_64 => "ttyS0",
+        }
+    }
+
+    /// Parses `ppc64le` / `x86_64`.
+    pub fn parse(s: &str) -> Option<Arch> {
+        match s {
+            "ppc64le" | "ppc64el" | "powerpc64le" => Some(Arch::Ppc64le),
+            "x86_64" | "amd64" => Some(Arch::X86_64),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A size in bytes, written `512M`, `1G` or a plain byte count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl Size {
+    /// Parses `<n>[K|M|G]`.
+    pub fn parse(s: &str) -> Result<Size, String> {
+        let s = s.trim();
+        let (num, mult) = match s.as_bytes().last() {
+            Some(b'K' | b'k') => (&s[..s.len() - 1], 1u64 << 10),
+            Some(b'M' | b'm') => (&s[..s.len() - 1], 1 << 20),
+            Some(b'G' | b'g') => (&s[..s.len() - 1], 1 << 30),
+            _ => (s, 1),
+        };
+        let n: u64 = num.parse().map_err(|_| format!("bad size {s:?}: expected e.g. 512M or 1G"))?;
+        let bytes = n.checked_mul(mult).ok_or_else(|| format!("size {s:?} overflows"))?;
+        if bytes < 64 << 20 {
+            return Err(format!("size {s:?} is too small for a guest (at least 64M)"));
+        }
+        Ok(Size(bytes))
+    }
+
+    /// QEMU's `-m` form, in MiB.
+    pub fn qemu_arg(self) -> String {
+        format!("{}M", self.0 >> 20)
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Size::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An emulated device the guest drives through VFIO.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Device {
+    /// QEMU's `edu` educational device (1234:11e8): a DMA engine with a 4 KiB buffer.
+    Edu {
+        /// Device id, unique in the machine (used in scenarios and QEMU ids).
+        id: String,
+        /// pseries only: index of the `spapr-pci-host-bridge` of its own (one PHB = one PE).
+        #[serde(default)]
+        phb: Option<u32>,
+        /// Bind to vfio-pci at boot (default true).
+        #[serde(default = "yes")]
+        vfio: bool,
+        /// DMA address mask (QEMU's default `(1<<28)-1` truncates IOVAs).
+        #[serde(default = "full_mask")]
+        dma_mask: String,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn full_mask() -> String {
+    "0xffffffffffffffff".into()
+}
+
+/// The IOMMU model of an x86 machine.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Iommu {
+    /// QEMU device model, e.g. `intel-iommu`.
+    pub model: String,
+    /// Its properties, e.g. `intremap = "on"`.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// The QEMU part of a definition.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QemuSection {
+    /// `-machine` type: `pseries` or `q35`.
+    pub machine: String,
+    /// `-machine` properties, e.g. `x-vof = "on"`.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    /// Which QEMU: `stock` (the system's) or `patched` (built by `cargo xtask qemu`).
+    #[serde(default = "stock")]
+    pub build: String,
+    /// Extra arguments appended verbatim (as separate argv entries).
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+}
+
+fn stock() -> String {
+    "stock".into()
+}
+
+/// The kernel part of a definition.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelSection {
+    /// Kernel flavour built by `cargo xtask kernel`, e.g. `ppc64le-4k`.
+    pub flavour: String,
+    /// Extra kernel command-line words.
+    #[serde(default)]
+    pub cmdline: String,
+}
+
+/// One machine definition.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Machine {
+    /// Name used on the command line and in test names.
+    pub name: String,
+    /// What the machine is for.
+    #[serde(default)]
+    pub description: String,
+    /// Guest architecture.
+    pub arch: Arch,
+    /// Guest RAM.
+    pub memory: Size,
+    /// Guest CPUs.
+    #[serde(default = "one")]
+    pub cpus: u32,
+    /// QEMU settings.
+    pub qemu: QemuSection,
+    /// Kernel settings.
+    pub kernel: KernelSection,
+    /// x86 only: the vIOMMU.
+    #[serde(default)]
+    pub iommu: Option<Iommu>,
+    /// Emulated devices for VFIO.
+    #[serde(default, rename = "device")]
+    pub devices: Vec<Device>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Overrides from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Replace the memory size.
+    pub memory: Option<Size>,
+    /// Replace the CPU count.
+    pub cpus: Option<u32>,
+    /// Append QEMU arguments.
+    pub extra_args: Vec<String>,
+    /// Append kernel command-line words.
+    pub cmdline: Option<String>,
+}
+
+impl Machine {
+    /// Parses and validates a definition; `path` is used in messages.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Machine, MachineError> {
+        let err = |line: usize, message: String| MachineError::Parse { path: path.to_owned(), line, message };
+        let m: Machine = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
+            err(line, e.message().to_string())
+        })?;
+        let line_of_key = |needle: &str| text.find(needle).map(|i| line_of(text, i)).unwrap_or(1);
+        let expected_machine = match m.arch {
+            Arch::Ppc64le => "pseries",
+            Arch::X86_64 => "q35",
+        };
+        if m.qemu.machine != expected_machine {
+            return Err(err(
+                line_of_key("machine"),
+                format!("arch {} needs machine \"{expected_machine}\", not {:?}", m.arch, m.qemu.machine),
+            ));
+        }
+        if !matches!(m.qemu.build.as_str(), "stock" | "patched") {
+            return Err(err(line_of_key("build"), format!("build must be \"stock\" or \"patched\", not {:?}", m.qemu.build)));
+        }
+        if m.cpus == 0 || m.cpus > 64 {
+            return Err(err(line_of_key("cpus"), format!("cpus must be 1..=64, not {}", m.cpus)));
+        }
+        if m.arch == Arch::Ppc64le && m.iommu.is_some() {
+            return Err(err(line_of_key("[iommu]"), "pseries has its own sPAPR IOMMU; [iommu] is for q35".into()));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        let mut phbs = std::collections::BTreeSet::new();
+        for d in &m.devices {
+            let Device::Edu { id, phb, dma_mask, .. } = d;
+            let at = line_of_key(&format!("\"{id}\""));
+            if !ids.insert(id.clone()) {
+                return Err(err(at, format!("duplicate device id {id:?}")));
+            }
+            if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || id.is_empty() {
+                return Err(err(at, format!("device id {id:?}: use letters, digits and _")));
+            }
+            if u64::from_str_radix(dma_mask.trim_start_matches("0x"), 16).is_err() {
+                return Err(err(at, format!("dma_mask {dma_mask:?} is not a hex number")));
+            }
+            match (m.arch, phb) {
+                (Arch::Ppc64le, None) => {
+                    return Err(err(at, format!("device {id:?}: pseries devices need phb = N (their own PHB, one PE each)")));
+                }
+                (Arch::Ppc64le, Some(n)) if *n == 0 || *n > 30 || !phbs.insert(*n) => {
+                    return Err(err(at, format!("device {id:?}: phb must be 1..=30 and not shared, got {n}")));
+                }
+                (Arch::X86_64, Some(_)) => {
+                    return Err(err(at, format!("device {id:?}: phb is a pseries setting")));
+                }
+                _ => {}
+            }
+        }
+        Ok(m)
+    }
+
+    /// Loads `path`.
+    pub fn load(path: &Path) -> Result<Machine, MachineError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| MachineError::Read { path: path.to_owned(), source })?;
+        Machine::from_toml(&text, path)
+    }
+
+    /// Loads the definition called `name` from `dir` (`<dir>/<name>.toml`).
+    pub fn find(dir: &Path, name: &str) -> Result<Machine, MachineError> {
+        let path = dir.join(format!("{name}.toml"));
+        if !path.is_file() {
+            return Err(MachineError::Unknown { name: name.to_string(), available: available(dir) });
+        }
+        Machine::load(&path)
+    }
+
+    /// Applies command-line overrides.
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(m) = o.memory {
+            self.memory = m;
+        }
+        if let Some(c) = o.cpus {
+            self.cpus = c;
+        }
+        self.qemu.extra_args.extend(o.extra_args.iter().cloned());
+        if let Some(c) = &o.cmdline {
+            self.kernel.cmdline = format!("{} {c}", self.kernel.cmdline).trim().to_string();
+        }
+    }
+
+    /// vendor:device ids the agent binds to vfio-pci at boot.
+    pub fn vfio_ids(&self) -> Vec<&'static str> {
+        let mut ids: Vec<&'static str> = self
+            .devices
+            .iter()
+            .filter_map(|d| match d {
+                Device::Edu { vfio: true, .. } => Some("1234:11e8"),
+                _ => None,
+            })
+            .collect();
+        ids.dedup();
+        ids
+    }
+}
+
+/// Names of the definitions in `dir`, sorted.
+pub fn available(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".toml").map(String::from))
+        .collect();
+    v.sort();
+    v
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests;

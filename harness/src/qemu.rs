@@ -1,0 +1,249 @@
+//! The QEMU command line for a [`Machine`](crate::machine::Machine).
+//!
+//! Built as an argv vector, never as a shell string: user-supplied values
+//! (extra args, kernel command line) can only ever be single arguments.
+//! Facts behind the defaults (memfd RAM for vhost-user, one PHB per edu on
+//! pseries, `kernel-irqchip=split` for interrupt remapping on q35) are in
+//! `shared/reference/qemu-10.0.md`.
+
+use std::path::{Path, PathBuf};
+
+use crate::machine::{Arch, Device, Machine};
+
+/// Which accelerator QEMU uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Software emulation: works everywhere.
+    Tcg,
+    /// Hardware virtualisation (x86_64 guests on x86_64 hosts with /dev/kvm).
+    Kvm,
+}
+
+impl Accel {
+    /// The `-accel` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+        }
+    }
+}
+
+/// Files and sockets one boot uses.
+#[derive(Debug, Clone)]
+pub struct BootFiles {
+    /// Kernel image (`vmlinux` on ppc64le, `bzImage` on x86_64).
+    pub kernel: PathBuf,
+    /// The initramfs (newc cpio).
+    pub initramfs: PathBuf,
+    /// vhost-user socket of the vsock backend (None: no vsock device).
+    pub vhost_socket: Option<PathBuf>,
+    /// virtio-serial fallback channel socket (used when there is no vsock backend).
+    pub serial_channel: Option<PathBuf>,
+    /// QMP socket QEMU listens on.
+    pub qmp_socket: PathBuf,
+}
+
+/// What the guest should do after boot (the initramfs reads `iobench.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestMode {
+    /// Start the agent and connect to the host.
+    Agent,
+    /// Give an interactive shell on the console.
+    Shell,
+    /// Do nothing, forever (tests the harness's hang detection).
+    Hang,
+}
+
+/// Everything that varies per boot besides the machine.
+#[derive(Debug, Clone)]
+pub struct BootOptions {
+    /// Accelerator.
+    pub accel: Accel,
+    /// Guest behaviour.
+    pub mode: GuestMode,
+    /// Extra kernel command-line words for this boot only.
+    pub cmdline: String,
+    /// Start QEMU's gdbstub on this TCP port, halted.
+    pub gdb_port: Option<u16>,
+}
+
+impl Default for BootOptions {
+    fn default() -> Self {
+        BootOptions { accel: Accel::Tcg, mode: GuestMode::Agent, cmdline: String::new(), gdb_port: None }
+    }
+}
+
+/// The kernel command line for a boot.
+pub fn kernel_cmdline(m: &Machine, opts: &BootOptions, vsock: bool) -> String {
+    let mut words = vec![
+        format!("console={}", m.arch.console()),
+        "panic=-1".to_string(),
+        "rdinit=/init".to_string(),
+        "oops=panic".to_string(),
+    ];
+    let mode = match opts.mode {
+        GuestMode::Agent => "agent",
+        GuestMode::Shell => "shell",
+        GuestMode::Hang => "hang",
+    };
+    words.push(format!("iobench.mode={mode}"));
+    words.push(format!("iobench.channel={}", if vsock { "vsock" } else { "serial" }));
+    words.push(format!("iobench.connect=2:{}", crate::proto::HOST_PORT));
+    words.push(format!("iobench.listen={}", crate::proto::AGENT_PORT));
+    let ids = m.vfio_ids();
+    if !ids.is_empty() {
+        words.push(format!("iobench.bind_vfio={}", ids.join(",")));
+    }
+    for extra in [&m.kernel.cmdline, &opts.cmdline] {
+        words.extend(extra.split_whitespace().map(String::from));
+    }
+    words.join(" ")
+}
+
+fn kv(head: &str, opts: impl IntoIterator<Item = (String, String)>) -> String {
+    let mut s = head.to_string();
+    for (k, v) in opts {
+        s.push(',');
+        s.push_str(&k);
+        s.push('=');
+        s.push_str(&v);
+    }
+    s
+}
+
+/// The full argv (without the binary) for booting `m`.
+pub fn args(m: &Machine, files: &BootFiles, opts: &BootOptions) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
+    let mem = m.memory.qemu_arg();
+    let mut machine_opts: Vec<(String, String)> =
+        m.qemu.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    machine_opts.push(("memory-backend".into(), "mem".into()));
+    push(&["-machine", &kv(&m.qemu.machine, machine_opts)]);
+    push(&["-accel", opts.accel.as_str()]);
+    if opts.accel == Accel::Kvm {
+        push(&["-cpu", "host"]);
+    } else if m.arch == Arch::X86_64 {
+        push(&["-cpu", "max"]);
+    }
+    push(&["-m", &mem, "-smp", &m.cpus.to_string()]);
+    // vhost-user needs guest RAM in a shared, fd-backed region.
+    push(&["-object", &format!("memory-backend-memfd,id=mem,size={mem},share=on")]);
+    push(&["-nodefaults", "-nographic", "-no-reboot", "-no-user-config"]);
+    // Console on QEMU's stdin/stdout; signal=off so Ctrl-C reaches the guest.
+    push(&["-chardev", "stdio,id=con,signal=off,mux=off"]);
+    match m.arch {
+        Arch::Ppc64le => push(&["-device", "spapr-vty,chardev=con"]),
+        Arch::X86_64 => push(&["-device", "isa-serial,chardev=con"]),
+    }
+    push(&["-qmp", &format!("unix:{},server=on,wait=off", files.qmp_socket.display())]);
+    if let Some(iommu) = &m.iommu {
+        push(&["-device", &kv(&iommu.model, iommu.options.clone())]);
+    }
+    let root_bus = match m.arch {
+        Arch::Ppc64le => "pci.0",
+        Arch::X86_64 => "pcie.0",
+    };
+    for (slot, d) in m.devices.iter().enumerate() {
+        let Device::Edu { id, phb, dma_mask, .. } = d;
+        match (m.arch, phb) {
+            (Arch::Ppc64le, Some(n)) => {
+                push(&["-device", &format!("spapr-pci-host-bridge,index={n},id=phb{n}")]);
+                push(&["-device", &format!("edu,id={id},bus=phb{n}.0,addr=1.0,dma_mask={dma_mask}")]);
+            }
+            _ => {
+                let addr = 0x10 + slot;
+                push(&["-device", &format!("edu,id={id},bus={root_bus},addr={addr:#x}.0,dma_mask={dma_mask}")]);
+            }
+        }
+    }
+    if let Some(sock) = &files.vhost_socket {
+        push(&["-chardev", &format!("socket,id=vsock,path={}", sock.display())]);
+        push(&["-device", &format!("vhost-user-vsock-pci,chardev=vsock,bus={root_bus}")]);
+    }
+    if let Some(sock) = &files.serial_channel {
+        push(&["-chardev", &format!("socket,id=agentch,path={},server=on,wait=off", sock.display())]);
+        push(&["-device", &format!("virtio-serial-pci,bus={root_bus}")]);
+        push(&["-device", "virtserialport,chardev=agentch,name=iobench.agent"]);
+    }
+    push(&["-kernel", &files.kernel.display().to_string()]);
+    push(&["-initrd", &files.initramfs.display().to_string()]);
+    push(&["-append", &kernel_cmdline(m, opts, files.vhost_socket.is_some())]);
+    if let Some(port) = opts.gdb_port {
+        push(&["-gdb", &format!("tcp:127.0.0.1:{port}"), "-S"]);
+    }
+    a.extend(m.qemu.extra_args.iter().cloned());
+    a
+}
+
+/// The QEMU binary for `m`: the stock one on PATH, or the patched build.
+pub fn binary(m: &Machine, patched_dir: Option<&Path>) -> PathBuf {
+    match (m.qemu.build.as_str(), patched_dir) {
+        ("patched", Some(dir)) => dir.join(m.arch.qemu_binary()),
+        _ => PathBuf::from(m.arch.qemu_binary()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine(name: &str) -> Machine {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../qemu-configs");
+        Machine::find(&dir, name).unwrap()
+    }
+
+    fn files() -> BootFiles {
+        BootFiles {
+            kernel: "/k".into(),
+            initramfs: "/i".into(),
+            vhost_socket: Some("/t/vhost.sock".into()),
+            serial_channel: None,
+            qmp_socket: "/t/qmp.sock".into(),
+        }
+    }
+
+    fn after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+        args.windows(2).filter(|w| w[0] == flag).map(|w| w[1].as_str()).collect()
+    }
+
+    #[test]
+    fn pseries_puts_each_edu_on_its_own_phb() {
+        let a = args(&machine("pseries-2pe"), &files(), &BootOptions::default());
+        let devs = after(&a, "-device");
+        assert!(devs.contains(&"spapr-pci-host-bridge,index=1,id=phb1"));
+        assert!(devs.contains(&"edu,id=edu1,bus=phb2.0,addr=1.0,dma_mask=0xffffffffffffffff"));
+        assert!(devs.contains(&"vhost-user-vsock-pci,chardev=vsock,bus=pci.0"));
+        let m = after(&a, "-machine")[0];
+        assert!(m.starts_with("pseries,") && m.contains("x-vof=on") && m.contains("memory-backend=mem"), "{m}");
+        assert!(after(&a, "-object")[0].contains("share=on"));
+        assert!(after(&a, "-append")[0].contains("console=hvc0"));
+    }
+
+    #[test]
+    fn q35_has_intremap_and_split_irqchip() {
+        let a = args(&machine("q35"), &files(), &BootOptions::default());
+        assert!(after(&a, "-device").contains(&"intel-iommu,intremap=on"));
+        assert!(after(&a, "-machine")[0].contains("kernel-irqchip=split"));
+        let cmdline = after(&a, "-append")[0];
+        assert!(cmdline.contains("console=ttyS0") && cmdline.contains("iobench.bind_vfio=1234:11e8"), "{cmdline}");
+    }
+
+    #[test]
+    fn user_values_stay_single_arguments() {
+        let mut m = machine("q35");
+        m.qemu.extra_args = vec!["-d; rm -rf /".into()];
+        let opts = BootOptions { cmdline: "a=1 b=2".into(), ..Default::default() };
+        let a = args(&m, &files(), &opts);
+        assert_eq!(a.last().unwrap(), "-d; rm -rf /");
+        assert!(after(&a, "-append")[0].ends_with("intel_iommu=on a=1 b=2"));
+    }
+
+    #[test]
+    fn gdb_halts_at_start() {
+        let opts = BootOptions { gdb_port: Some(1234), ..Default::default() };
+        let a = args(&machine("pseries"), &files(), &opts);
+        assert!(a.windows(3).any(|w| w == ["-gdb", "tcp:127.0.0.1:1234", "-S"]));
+    }
+}

@@ -1,0 +1,457 @@
+//! A booted machine: QEMU + vsock backend + console + agent, with named
+//! boot stages, timeouts and clean-up that cannot be skipped.
+//!
+//! [`Vm::boot`] starts the vsock backend, listens for the agent, starts
+//! QEMU and then watches four things at once until the agent connects:
+//! QEMU exiting (with its stderr), a fatal kernel event on the console, the
+//! init script reporting that the agent died, and the stage deadlines
+//! (QEMU started → kernel printing → agent ready).  Whatever fails is
+//! returned as a [`BootError`] naming the cause and the log files.  QEMU and
+//! the backend are killed when the [`Vm`] is dropped, whatever happened.
+
+use std::fmt::Write as _;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::agent::{Agent, AgentError};
+use crate::console::Console;
+use crate::machine::Machine;
+use crate::process::{self, Owned};
+use crate::qemu::{self, BootFiles, BootOptions, GuestMode};
+use crate::vsock::{Backend, VsockError};
+
+/// Kernel and initramfs for one architecture.
+#[derive(Debug, Clone)]
+pub struct Images {
+    /// The image QEMU loads (`vmlinux` / `bzImage`).
+    pub kernel: PathBuf,
+    /// The initramfs.
+    pub initramfs: PathBuf,
+    /// The unstripped `vmlinux` for gdb, if known.
+    pub vmlinux: Option<PathBuf>,
+}
+
+/// Deadlines of the boot stages and of agent requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// From spawn until the guest prints its first console byte.
+    pub first_output: Duration,
+    /// From spawn until the agent has connected and answered hello.
+    pub agent_ready: Duration,
+    /// Any single agent reply.
+    pub agent_reply: Duration,
+    /// From the shutdown request until QEMU has exited.
+    pub poweroff: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            first_output: Duration::from_secs(30),
+            agent_ready: Duration::from_secs(90),
+            agent_reply: Duration::from_secs(120),
+            poweroff: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Everything needed to boot one machine.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    /// The machine definition (overrides applied).
+    pub machine: Machine,
+    /// Kernel and initramfs.
+    pub images: Images,
+    /// Per-boot options.
+    pub boot: BootOptions,
+    /// QEMU binary (name on PATH or path).
+    pub qemu: PathBuf,
+    /// Where `console.log`, `qemu.stderr` and `vsock.log` go.
+    pub log_dir: PathBuf,
+    /// Stage deadlines.
+    pub timeouts: Timeouts,
+    /// Echo the console to stdout.
+    pub echo_console: bool,
+}
+
+/// Errors booting or running a machine.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// The QEMU binary is not installed.
+    #[error("{binary} not found; install QEMU with `cargo xtask setup`")]
+    QemuMissing {
+        /// The binary looked for.
+        binary: PathBuf,
+    },
+    /// An image is missing.
+    #[error("{what} {path} does not exist; build it with `cargo xtask {xtask}`")]
+    ImageMissing {
+        /// Kernel or initramfs.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The xtask command that makes it.
+        xtask: &'static str,
+    },
+    /// The vsock layer failed.
+    #[error(transparent)]
+    Vsock(#[from] VsockError),
+    /// Local I/O (temp dir, log files, spawn) failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// The operation.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// QEMU exited before the machine was ready.
+    #[error("QEMU exited during boot ({status}) at stage \"{stage}\"\n  QEMU said: {stderr}\n  logs: {}", log_dir.display())]
+    QemuExited {
+        /// Exit status.
+        status: String,
+        /// The stage reached.
+        stage: &'static str,
+        /// The tail of QEMU's stderr.
+        stderr: String,
+        /// Log directory.
+        log_dir: PathBuf,
+    },
+    /// The kernel panicked, oopsed or hit a BUG.
+    #[error("{kind} at stage \"{stage}\": {line}\n  console log: {}\n{}", log.display(), indent(tail))]
+    Kernel {
+        /// `kernel panic`, `kernel Oops`, `kernel BUG`.
+        kind: &'static str,
+        /// The stage reached.
+        stage: &'static str,
+        /// The console line.
+        line: String,
+        /// The console log.
+        log: PathBuf,
+        /// Last console lines.
+        tail: Vec<String>,
+    },
+    /// A stage did not finish in time.
+    #[error("boot hang: stage \"{stage}\" not reached within {timeout:?}\n  console log: {}\n{}", log.display(), indent(tail))]
+    Hang {
+        /// The stage that was not reached.
+        stage: &'static str,
+        /// Its deadline.
+        timeout: Duration,
+        /// The console log.
+        log: PathBuf,
+        /// Last console lines.
+        tail: Vec<String>,
+    },
+    /// The agent process in the guest died.
+    #[error("guest agent crashed ({status})\n  console log: {}\n{}", log.display(), indent(tail))]
+    AgentCrashed {
+        /// What init reported.
+        status: String,
+        /// The console log.
+        log: PathBuf,
+        /// Last console lines.
+        tail: Vec<String>,
+    },
+    /// The agent connected but does not answer properly.
+    #[error("guest agent not answering: {source}\n  console log: {}\n{}", log.display(), indent(tail))]
+    Agent {
+        /// The protocol-level error.
+        source: AgentError,
+        /// The console log.
+        log: PathBuf,
+        /// Last console lines.
+        tail: Vec<String>,
+    },
+    /// The machine did not power off in time; it was killed.
+    #[error("machine did not power off within {0:?}; QEMU was killed")]
+    PoweroffTimeout(Duration),
+}
+
+fn indent(lines: &[String]) -> String {
+    let mut s = String::from("  last console lines:");
+    for l in lines {
+        let _ = write!(s, "\n  | {l}");
+    }
+    s
+}
+
+/// How long each boot stage took, from QEMU's spawn.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BootTimings {
+    /// Until the guest printed its first byte.
+    pub first_output: Option<Duration>,
+    /// Until the agent answered hello (boot-to-agent-ready).
+    pub agent_ready: Duration,
+}
+
+/// A running machine.
+#[derive(Debug)]
+pub struct Vm {
+    // Field order is drop order: QEMU first, then its helpers, then files.
+    qemu: Owned,
+    backend: Option<Backend>,
+    console: Console,
+    stdin: Option<ChildStdin>,
+    agent: Option<Agent>,
+    spec: VmSpec,
+    qmp_socket: PathBuf,
+    started: Instant,
+    /// Stage timings of this boot.
+    pub timings: BootTimings,
+    _dir: tempfile::TempDir,
+}
+
+const STAGE_QEMU: &str = "QEMU started";
+const STAGE_KERNEL: &str = "kernel booting";
+const STAGE_AGENT: &str = "agent ready";
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VmError {
+    let what = what.into();
+    move |source| VmError::Io { what, source }
+}
+
+impl Vm {
+    /// Boots the machine; in [`GuestMode::Agent`] returns once the agent answered.
+    pub fn boot(spec: VmSpec) -> Result<Vm, VmError> {
+        let qemu_bin = process::which(&spec.qemu.to_string_lossy())
+            .ok_or_else(|| VmError::QemuMissing { binary: spec.qemu.clone() })?;
+        for (what, path) in [("kernel", &spec.images.kernel), ("initramfs", &spec.images.initramfs)] {
+            if !path.is_file() {
+                let xtask = if what == "kernel" { "kernel" } else { "initramfs" };
+                return Err(VmError::ImageMissing { what, path: path.clone(), xtask });
+            }
+        }
+        std::fs::create_dir_all(&spec.log_dir).map_err(io_err(format!("creating {}", spec.log_dir.display())))?;
+        let dir = tempfile::Builder::new().prefix("iobench-vm-").tempdir().map_err(io_err("creating the VM's temp dir"))?;
+        let backend = Backend::start(dir.path(), &spec.log_dir.join("vsock.log"))?;
+        let listener = backend.listen(crate::proto::HOST_PORT)?;
+        let files = BootFiles {
+            kernel: spec.images.kernel.clone(),
+            initramfs: spec.images.initramfs.clone(),
+            vhost_socket: Some(backend.vhost_socket.clone()),
+            serial_channel: None,
+            qmp_socket: dir.path().join("qmp.sock"),
+        };
+        let args = qemu::args(&spec.machine, &files, &spec.boot);
+        std::fs::write(spec.log_dir.join("qemu.cmdline"), shell_words(&qemu_bin, &args))
+            .map_err(io_err("writing qemu.cmdline"))?;
+        let stderr_path = spec.log_dir.join("qemu.stderr");
+        let stderr = std::fs::File::create(&stderr_path).map_err(io_err(format!("creating {}", stderr_path.display())))?;
+        let mut cmd = Command::new(&qemu_bin);
+        cmd.args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr);
+        let started = Instant::now();
+        let mut qemu = process::spawn_owned(cmd, "qemu").map_err(io_err(format!("starting {}", qemu_bin.display())))?;
+        let stdout = qemu.child_mut().stdout.take().expect("stdout is piped");
+        let stdin = qemu.child_mut().stdin.take();
+        let console = Console::capture(stdout, &spec.log_dir.join("console.log"), spec.echo_console)
+            .map_err(io_err("capturing the console"))?;
+        let mut vm = Vm {
+            qemu,
+            backend: Some(backend),
+            console,
+            stdin,
+            agent: None,
+            qmp_socket: files.qmp_socket,
+            started,
+            timings: BootTimings::default(),
+            spec,
+            _dir: dir,
+        };
+        if vm.spec.boot.mode == GuestMode::Shell {
+            return Ok(vm);
+        }
+        let stream = vm.wait_for(|| match listener.accept() {
+            Ok((s, _)) => Ok(Some(s)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        })?;
+        let agent = Agent::over_unix(stream, vm.spec.timeouts.agent_reply).map_err(|source| vm.agent_error(source))?;
+        vm.timings.agent_ready = started.elapsed();
+        vm.timings.first_output = vm.console.first_output().map(|t| t.duration_since(started));
+        vm.agent = Some(agent);
+        Ok(vm)
+    }
+
+    /// Polls `ready` until it yields, watching QEMU, the console and the deadlines.
+    fn wait_for(&mut self, mut ready: impl FnMut() -> std::io::Result<Option<UnixStream>>) -> Result<UnixStream, VmError> {
+        let t = self.spec.timeouts;
+        loop {
+            if let Some(s) = ready().map_err(io_err("waiting for the agent"))? {
+                return Ok(s);
+            }
+            let stage = self.stage();
+            if let Some(f) = self.console.fatal() {
+                // Let the rest of the panic message reach the log.
+                let _ = self.qemu.wait_timeout(Duration::from_millis(300));
+                self.qemu.kill();
+                self.console.finish();
+                return Err(VmError::Kernel { kind: f.kind, stage, line: f.line, log: self.console_log(), tail: self.tail() });
+            }
+            if let Some(status) = self.console.agent_exit() {
+                return Err(VmError::AgentCrashed { status, log: self.console_log(), tail: self.tail() });
+            }
+            if let Some(status) = self.qemu.try_wait().map_err(io_err("waiting for QEMU"))? {
+                self.console.finish();
+                if let Some(f) = self.console.fatal() {
+                    return Err(VmError::Kernel { kind: f.kind, stage, line: f.line, log: self.console_log(), tail: self.tail() });
+                }
+                return Err(VmError::QemuExited {
+                    status: status.to_string(),
+                    stage,
+                    stderr: self.qemu_stderr(),
+                    log_dir: self.spec.log_dir.clone(),
+                });
+            }
+            let elapsed = self.started.elapsed();
+            let (hung, timeout) = match self.console.first_output() {
+                None => (STAGE_KERNEL, t.first_output),
+                Some(_) => (STAGE_AGENT, t.agent_ready),
+            };
+            if elapsed > timeout {
+                return Err(VmError::Hang { stage: hung, timeout, log: self.console_log(), tail: self.tail() });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn stage(&self) -> &'static str {
+        match (self.console.first_output(), &self.agent) {
+            (_, Some(_)) => STAGE_AGENT,
+            (Some(_), None) => STAGE_KERNEL,
+            (None, None) => STAGE_QEMU,
+        }
+    }
+
+    fn agent_error(&self, source: AgentError) -> VmError {
+        VmError::Agent { source, log: self.console_log(), tail: self.tail() }
+    }
+
+    fn tail(&self) -> Vec<String> {
+        self.console.last_lines(30)
+    }
+
+    /// The console log file.
+    pub fn console_log(&self) -> PathBuf {
+        self.console.log_path().to_owned()
+    }
+
+    /// The last `n` console lines.
+    pub fn console_tail(&self, n: usize) -> Vec<String> {
+        self.console.last_lines(n)
+    }
+
+    /// The log directory.
+    pub fn log_dir(&self) -> &Path {
+        &self.spec.log_dir
+    }
+
+    /// QEMU's pid.
+    pub fn qemu_pid(&self) -> u32 {
+        self.qemu.pid()
+    }
+
+    /// The vsock backend's pid.
+    pub fn backend_pid(&self) -> Option<u32> {
+        self.backend.as_ref().map(Backend::pid)
+    }
+
+    fn qemu_stderr(&self) -> String {
+        let s = std::fs::read_to_string(self.spec.log_dir.join("qemu.stderr")).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().rev().take(10).collect();
+        let s = lines.into_iter().rev().collect::<Vec<_>>().join("\n  ");
+        if s.is_empty() { "(nothing on stderr)".into() } else { s }
+    }
+
+    /// The connected agent (only in [`GuestMode::Agent`]).
+    pub fn agent(&mut self) -> Result<&mut Agent, VmError> {
+        let log = self.console_log();
+        let tail = self.tail();
+        self.agent.as_mut().ok_or(VmError::Agent { source: AgentError::Closed, log, tail })
+    }
+
+    /// Wraps an agent error with this machine's console context.
+    pub fn explain(&self, source: AgentError) -> VmError {
+        if let Some(f) = self.console.fatal() {
+            return VmError::Kernel { kind: f.kind, stage: "running", line: f.line, log: self.console_log(), tail: self.tail() };
+        }
+        if let Some(status) = self.console.agent_exit() {
+            return VmError::AgentCrashed { status, log: self.console_log(), tail: self.tail() };
+        }
+        self.agent_error(source)
+    }
+
+    /// Opens a new host→guest vsock session to the agent's listening port.
+    pub fn connect_agent(&self) -> Result<Agent, VmError> {
+        let backend = self.backend.as_ref().ok_or(VsockError::Missing)?;
+        let s = backend.connect(crate::proto::AGENT_PORT, self.spec.timeouts.agent_reply)?;
+        Agent::over_unix(s, self.spec.timeouts.agent_reply).map_err(|e| self.agent_error(e))
+    }
+
+    /// Sends bytes to the guest console (for shells and tests).
+    pub fn console_write(&mut self, bytes: &[u8]) -> Result<(), VmError> {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().ok_or_else(|| VmError::Io {
+            what: "console input".into(),
+            source: std::io::Error::other("closed"),
+        })?;
+        stdin.write_all(bytes).and_then(|_| stdin.flush()).map_err(io_err("writing to the console"))
+    }
+
+    /// Runs a QMP command (raw JSON); returns its `return` value.
+    pub fn qmp(&self, command: &str, arguments: serde_json::Value) -> Result<serde_json::Value, VmError> {
+        crate::qmp::execute(&self.qmp_socket, command, arguments).map_err(io_err(format!("QMP {command}")))
+    }
+
+    /// QEMU's exit status if it has exited (for interactive sessions).
+    pub fn try_exit(&mut self) -> Result<Option<String>, VmError> {
+        match self.qemu.try_wait().map_err(io_err("waiting for QEMU"))? {
+            Some(s) => {
+                self.console.finish();
+                Ok(Some(s.to_string()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Asks the agent to power off and waits for QEMU to exit; returns the time it took.
+    pub fn poweroff(mut self) -> Result<Duration, VmError> {
+        let t0 = Instant::now();
+        if let Some(agent) = self.agent.take() {
+            if let Err(e) = agent.shutdown(true) {
+                return Err(self.explain(e));
+            }
+        } else {
+            let _ = self.qmp("system_powerdown", serde_json::json!({}));
+        }
+        match self.qemu.wait_timeout(self.spec.timeouts.poweroff).map_err(io_err("waiting for QEMU"))? {
+            Some(_) => {
+                self.console.finish();
+                Ok(t0.elapsed())
+            }
+            None => {
+                self.qemu.kill();
+                Err(VmError::PoweroffTimeout(self.spec.timeouts.poweroff))
+            }
+        }
+    }
+}
+
+/// The command line as a copy-pasteable shell string (for the log only).
+fn shell_words(bin: &Path, args: &[String]) -> String {
+    let quote = |s: &str| {
+        if s.chars().all(|c| c.is_ascii_alphanumeric() || "-_=,./:".contains(c)) {
+            s.to_string()
+        } else {
+            format!("'{}'", s.replace('\'', r"'\''"))
+        }
+    };
+    let mut out = quote(&bin.to_string_lossy());
+    for a in args {
+        out.push(' ');
+        out.push_str(&quote(a));
+    }
+    out.push('\n');
+    out
+}

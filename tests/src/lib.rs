@@ -1,0 +1,1 @@
+//! Placeholder library target of the VM test crate; the suite is `tests/vm.rs`.

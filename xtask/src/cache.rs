@@ -1,0 +1,49 @@
+//! Where things live: the repository, the cache (`~/.cache/iobench`, or
+//! `$IOBENCH_CACHE`), and content-hash keys for cached artifacts.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// The repository root (the workspace containing xtask).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_path_buf()
+}
+
+/// The cache root.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("IOBENCH_CACHE") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".cache/iobench")
+}
+
+/// A content key: hex SHA-256 over length-prefixed parts (so `ab`+`c` ≠ `a`+`bc`).
+pub fn key(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Short form of a key for directory names.
+pub fn short(key: &str) -> &str {
+    &key[..16.min(key.len())]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_stable_and_unambiguous() {
+        assert_eq!(key(&[b"a", b"bc"]), key(&[b"a", b"bc"]));
+        assert_ne!(key(&[b"ab", b"c"]), key(&[b"a", b"bc"]));
+        assert_ne!(key(&[b"config-a"]), key(&[b"config-b"]));
+        assert_eq!(key(&[]).len(), 64);
+        assert_eq!(short(&key(&[b"x"])).len(), 16);
+    }
+}

@@ -1,0 +1,155 @@
+//! The whole `cargo xtask` command line, in one place.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// iobench: IOMMU test bench for pseries and q35 guests.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", version)]
+pub struct Xtask {
+    /// What to do.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Install every host dependency (apt, cargo) and check it; idempotent.
+    Setup(Setup),
+    /// Report each host dependency as ok/missing, with the fix; installs nothing.
+    Doctor,
+    /// Build a guest kernel (cached by source, config and toolchain).
+    Kernel(KernelArgs),
+    /// Build the static guest agent.
+    Agent(ArchArg),
+    /// Build the initramfs (busybox, agent, init).
+    Initramfs(ImageArgs),
+    /// Build kernel, agent and initramfs for one or both architectures.
+    Images(ImageArgs),
+    /// Boot a machine, ping its agent, power it off (or give a shell).
+    Run(RunArgs),
+}
+
+/// Guest architecture on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArchFlag {
+    /// ppc64le (pseries).
+    Ppc64le,
+    /// x86_64 (q35).
+    #[value(name = "x86_64")]
+    X86_64,
+}
+
+impl From<ArchFlag> for harness::machine::Arch {
+    fn from(a: ArchFlag) -> Self {
+        match a {
+            ArchFlag::Ppc64le => harness::machine::Arch::Ppc64le,
+            ArchFlag::X86_64 => harness::machine::Arch::X86_64,
+        }
+    }
+}
+
+/// `setup` options.
+#[derive(Debug, Args)]
+pub struct Setup {
+    /// Only check, like `doctor`.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// An architecture.
+#[derive(Debug, Args)]
+pub struct ArchArg {
+    /// Guest architecture.
+    #[arg(long, value_enum)]
+    pub arch: ArchFlag,
+}
+
+/// Where the kernel comes from.
+#[derive(Debug, Clone, Args, Default)]
+pub struct KernelSource {
+    /// Build this kernel tree instead of Debian's linux-source-6.12.
+    #[arg(long)]
+    pub src: Option<PathBuf>,
+}
+
+/// `kernel` options.
+#[derive(Debug, Args)]
+pub struct KernelArgs {
+    /// Guest architecture.
+    #[arg(long, value_enum)]
+    pub arch: ArchFlag,
+    /// Page-size variant (ppc64le): 4k or 64k.
+    #[arg(long, default_value = "4k", value_parser = ["4k", "64k"])]
+    pub pages: String,
+    /// Kernel source.
+    #[command(flatten)]
+    pub source: KernelSource,
+}
+
+/// `initramfs` / `images` options.
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// Guest architecture (default: both).
+    #[arg(long, value_enum)]
+    pub arch: Option<ArchFlag>,
+    /// Kernel source.
+    #[command(flatten)]
+    pub source: KernelSource,
+}
+
+/// Accelerator choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccelFlag {
+    /// Probe KVM, fall back to TCG.
+    Auto,
+    /// Software emulation.
+    Tcg,
+    /// Hardware virtualisation.
+    Kvm,
+}
+
+/// Options shared by everything that boots machines.
+#[derive(Debug, Clone, Args)]
+pub struct MachineOpts {
+    /// Accelerator.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelFlag,
+    /// Override guest memory (e.g. 2G).
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Override guest CPUs.
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// Extra QEMU argument (repeatable).
+    #[arg(long = "qemu-arg", allow_hyphen_values = true)]
+    pub qemu_args: Vec<String>,
+    /// Extra kernel command-line words.
+    #[arg(long)]
+    pub append: Option<String>,
+    /// Use this kernel image instead of building one.
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Kernel source.
+    #[command(flatten)]
+    pub source: KernelSource,
+}
+
+/// `run` options.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Machine definition name (see qemu-configs/).
+    #[arg(long, default_value = "pseries")]
+    pub machine: String,
+    /// Give an interactive shell on the guest console instead of the agent.
+    #[arg(long, conflicts_with = "gdb")]
+    pub shell: bool,
+    /// Start QEMU's gdbstub (halted) and print the gdb command.
+    #[arg(long)]
+    pub gdb: bool,
+    /// Machine options.
+    #[command(flatten)]
+    pub opts: MachineOpts,
+}

@@ -1,0 +1,93 @@
+//! `cargo xtask`: the iobench command line.
+//!
+//! Flags live in [`flags`]; each subcommand in a module named for its
+//! concept.  Errors are `anyhow` here at the edge and printed without a
+//! backtrace, with the cause chain.
+
+mod accel;
+mod agent;
+mod cache;
+mod flags;
+mod images;
+mod initramfs;
+mod kernel;
+mod run;
+mod setup;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use flags::{Cmd, Xtask};
+
+fn main() -> ExitCode {
+    let args = Xtask::parse();
+    match dispatch(args.cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn arches(a: Option<flags::ArchFlag>) -> Vec<harness::machine::Arch> {
+    match a {
+        Some(a) => vec![a.into()],
+        None => vec![harness::machine::Arch::Ppc64le, harness::machine::Arch::X86_64],
+    }
+}
+
+fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Setup(s) if s.check => doctor(),
+        Cmd::Setup(_) => setup::setup(),
+        Cmd::Doctor => doctor(),
+        Cmd::Kernel(k) => {
+            let arch: harness::machine::Arch = k.arch.into();
+            let name = match arch {
+                harness::machine::Arch::X86_64 => "x86_64".to_string(),
+                harness::machine::Arch::Ppc64le => format!("ppc64le-{}", k.pages),
+            };
+            let built = kernel::build(&kernel::Flavour::named(&name)?, &images::source(&k.source))?;
+            println!("{}{}", built.image.display(), if built.cached { " (cached)" } else { "" });
+            Ok(())
+        }
+        Cmd::Agent(a) => {
+            println!("{}", agent::build(a.arch.into())?.display());
+            Ok(())
+        }
+        Cmd::Initramfs(i) => {
+            for arch in arches(i.arch) {
+                println!("{}", images::initramfs(arch)?.display());
+            }
+            Ok(())
+        }
+        Cmd::Images(i) => {
+            let src = images::source(&i.source);
+            for arch in arches(i.arch) {
+                let flavours: &[&str] = match arch {
+                    harness::machine::Arch::X86_64 => &["x86_64"],
+                    harness::machine::Arch::Ppc64le => &["ppc64le-4k", "ppc64le-64k"],
+                };
+                for f in flavours {
+                    let b = kernel::build(&kernel::Flavour::named(f)?, &src)?;
+                    println!("{f}: {}{}", b.image.display(), if b.cached { " (cached)" } else { "" });
+                }
+                println!("initramfs {arch}: {}", images::initramfs(arch)?.display());
+            }
+            Ok(())
+        }
+        Cmd::Run(r) => run::run(&r),
+    }
+}
+
+fn doctor() -> anyhow::Result<()> {
+    let missing = setup::doctor();
+    if missing > 0 {
+        anyhow::bail!("{missing} dependencies missing; run `cargo xtask setup`");
+    }
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! `cargo xtask run`: boot one machine and talk to it.
+//!
+//! Default: boot, greet the agent, print its inventory, power off, print
+//! boot timings.  `--shell`: the guest console on this terminal.  `--gdb`:
+//! QEMU's gdbstub, halted at start, with the gdb command to attach.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use harness::machine::{Machine, Overrides, Size};
+use harness::qemu::{BootOptions, GuestMode};
+use harness::vm::{Timeouts, Vm, VmSpec};
+
+use crate::cache::repo_root;
+use crate::flags::{MachineOpts, RunArgs};
+
+/// Loads a machine definition and applies the command-line overrides.
+pub fn machine(name: &str, o: &MachineOpts) -> Result<Machine> {
+    let mut m = Machine::find(&repo_root().join("qemu-configs"), name)?;
+    let memory = o.memory.as_deref().map(Size::parse).transpose().map_err(anyhow::Error::msg)?;
+    m.apply(&Overrides { memory, cpus: o.cpus, extra_args: o.qemu_args.clone(), cmdline: o.append.clone() });
+    Ok(m)
+}
+
+/// A VM spec for `m` with images built as needed.
+pub fn spec(m: Machine, o: &MachineOpts, mode: GuestMode, log_dir: PathBuf) -> Result<VmSpec> {
+    let images = crate::images::for_machine(&m, &o.source, o.kernel.as_ref())?;
+    let accel = crate::accel::choose(o.accel, m.arch, &images.kernel)?;
+    Ok(VmSpec {
+        qemu: m.arch.qemu_binary().into(),
+        boot: BootOptions { accel, mode, ..Default::default() },
+        images,
+        machine: m,
+        log_dir,
+        timeouts: Timeouts::default(),
+        echo_console: false,
+    })
+}
+
+/// Runs `cargo xtask run`.
+pub fn run(a: &RunArgs) -> Result<()> {
+    let m = machine(&a.machine, &a.opts)?;
+    crate::setup::require(&[m.arch.qemu_binary(), harness::vsock::BACKEND])?;
+    let log_dir = repo_root().join("target/iobench/run").join(&m.name);
+    let mode = if a.shell || a.gdb { GuestMode::Shell } else { GuestMode::Agent };
+    let mut spec = spec(m, &a.opts, mode, log_dir)?;
+    if a.gdb {
+        let port = 1234;
+        spec.boot.gdb_port = Some(port);
+        let vmlinux = spec.images.vmlinux.clone().unwrap_or_else(|| spec.images.kernel.clone());
+        println!("QEMU is halted; attach with:\n  gdb {} -ex 'target remote 127.0.0.1:{port}'", vmlinux.display());
+    }
+    if mode == GuestMode::Shell {
+        spec.echo_console = true;
+        return interactive(spec);
+    }
+    let name = spec.machine.name.clone();
+    let mut vm = Vm::boot(spec)?;
+    let ready = vm.timings.agent_ready;
+    let agent = vm.agent()?;
+    let h = agent.hello().clone();
+    let inv = agent.inventory().map_err(|e| vm.explain(e))?;
+    println!("{name}: agent {} (protocol {}) on Linux {} {} (page size {})", h.agent_version, h.protocol, h.kernel, h.machine, h.page_size);
+    println!("  features: {}", inv.features.join(", "));
+    println!("  {:<14} {:<10} {:<8} {:<6} driver", "pci", "id", "class", "group");
+    for d in &inv.devices {
+        let group = d.iommu_group.map(|g| g.to_string()).unwrap_or_else(|| "-".into());
+        println!("  {:<14} {:04x}:{:04x}  {:06x}   {:<6} {}", d.bdf, d.vendor, d.device, d.class, group, d.driver.as_deref().unwrap_or("-"));
+    }
+    let log = vm.console_log();
+    let off = vm.poweroff()?;
+    println!("  boot-to-agent-ready {:.3} s, poweroff {:.3} s; console log: {}", ready.as_secs_f64(), off.as_secs_f64(), log.display());
+    Ok(())
+}
+
+/// The guest console on this terminal until the guest powers off.
+fn interactive(spec: VmSpec) -> Result<()> {
+    use std::io::Read;
+    let raw = std::process::Command::new("stty").args(["raw", "-echo"]).status().map(|s| s.success()).unwrap_or(false);
+    let result = (|| -> Result<String> {
+        let mut vm = Vm::boot(spec)?;
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            let mut stdin = std::io::stdin();
+            while let Ok(n) = stdin.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        loop {
+            while let Ok(bytes) = rx.try_recv() {
+                vm.console_write(&bytes)?;
+            }
+            if let Some(status) = vm_exited(&mut vm)? {
+                return Ok(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    })();
+    if raw {
+        let _ = std::process::Command::new("stty").arg("sane").status();
+    }
+    let status = result?;
+    println!("\r\nQEMU exited ({status})");
+    Ok(())
+}
+
+fn vm_exited(vm: &mut Vm) -> Result<Option<String>> {
+    vm.try_exit().context("waiting for QEMU")
+}

@@ -1,0 +1,212 @@
+//! Host dependencies: `cargo xtask setup` installs them, `doctor` checks.
+//!
+//! Each dependency knows how to check itself and the fix.  Setup adds
+//! `bookworm-backports` (QEMU 10) and the `ppc64el` dpkg architecture,
+//! installs Debian packages, unpacks the ppc64le Rust std and static busybox
+//! for both arches into the cache (`apt-get download`, no dpkg side effects)
+//! and installs `vhost-device-vsock` with cargo.  A failing ppc64el index of
+//! the security suite is only a warning: everything comes from bookworm
+//! main and backports, pinned to versions that exist for both arches.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use xshell::{Shell, cmd};
+
+use crate::cache::cache_dir;
+
+/// Debian's rustc-web 1.85, the ppc64le agent toolchain (both arches have it).
+pub const RUST_WEB: &str = "1.85.0+dfsg3-1~deb12u3";
+/// busybox-static, same version for amd64 and ppc64el.
+pub const BUSYBOX: &str = "1:1.35.0-4+deb12u1+b1";
+/// vhost-device-vsock from crates.io.
+pub const VHOST_VSOCK: &str = "0.3.0";
+
+const BACKPORTS: &str = "/etc/apt/sources.list.d/iobench-backports.sources";
+const BACKPORTS_TEXT: &str = "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
+
+/// Packages from bookworm main.
+const APT_MAIN: &[&str] = &[
+    "gcc-powerpc64le-linux-gnu",
+    "libc6-dev-ppc64el-cross",
+    "libc6-dev",
+    "flex",
+    "bison",
+    "bc",
+    "libelf-dev",
+    "libssl-dev",
+    "zlib1g-dev",
+    "pkg-config",
+    "make",
+    "xz-utils",
+    "file",
+    "openssh-server",
+    "openssh-client",
+];
+
+/// Packages from bookworm-backports.
+const APT_BACKPORTS: &[&str] = &["qemu-system-ppc", "qemu-system-x86", "linux-source-6.12"];
+
+/// The ppc64le Rust std unpacked from Debian's package.
+pub fn ppc64le_sysroot() -> PathBuf {
+    cache_dir().join("toolchains/ppc64le-sysroot")
+}
+
+/// Static busybox for `arch` (`ppc64le` / `x86_64`).
+pub fn busybox(arch: &str) -> PathBuf {
+    cache_dir().join(format!("toolchains/busybox-{arch}/bin/busybox"))
+}
+
+/// The Debian kernel source tarball.
+pub const LINUX_SOURCE: &str = "/usr/src/linux-source-6.12.tar.xz";
+
+/// One dependency and its check.
+struct Dep {
+    name: &'static str,
+    ok: bool,
+    fix: &'static str,
+}
+
+fn on_path(bin: &str) -> bool {
+    harness::process::which(bin).is_some()
+}
+
+fn deps() -> Vec<Dep> {
+    vec![
+        Dep { name: "qemu-system-ppc64 (QEMU 10, backports)", ok: on_path("qemu-system-ppc64"), fix: "cargo xtask setup" },
+        Dep { name: "qemu-system-x86_64 (QEMU 10, backports)", ok: on_path("qemu-system-x86_64"), fix: "cargo xtask setup" },
+        Dep { name: "vhost-device-vsock", ok: on_path("vhost-device-vsock"), fix: "cargo install --locked vhost-device-vsock@0.3.0" },
+        Dep { name: "powerpc64le-linux-gnu-gcc", ok: on_path("powerpc64le-linux-gnu-gcc"), fix: "apt-get install gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross" },
+        Dep { name: "kernel build tools (make flex bison bc)", ok: ["make", "flex", "bison", "bc"].iter().all(|b| on_path(b)), fix: "apt-get install make flex bison bc libelf-dev libssl-dev" },
+        Dep { name: "linux-source-6.12", ok: Path::new(LINUX_SOURCE).is_file(), fix: "apt-get install -t bookworm-backports linux-source-6.12" },
+        Dep { name: "Debian rustc 1.85 (/usr/bin/rustc)", ok: Path::new("/usr/bin/rustc").is_file(), fix: "cargo xtask setup (rustc-web cargo-web libstd-rust-web-dev)" },
+        Dep { name: "ppc64le Rust std", ok: ppc64le_sysroot().join("lib/rustlib/powerpc64le-unknown-linux-gnu/lib").is_dir(), fix: "cargo xtask setup" },
+        Dep { name: "static busybox (ppc64le)", ok: busybox("ppc64le").is_file(), fix: "cargo xtask setup" },
+        Dep { name: "static busybox (x86_64)", ok: busybox("x86_64").is_file(), fix: "cargo xtask setup" },
+    ]
+}
+
+/// Prints every dependency; returns how many are missing.
+pub fn doctor() -> usize {
+    let mut missing = 0;
+    for d in deps() {
+        if d.ok {
+            println!("  ok       {}", d.name);
+        } else {
+            missing += 1;
+            println!("  MISSING  {}  → {}", d.name, d.fix);
+        }
+    }
+    missing
+}
+
+/// Fails with a clear message if a dependency of a command is missing.
+pub fn require(bins: &[&str]) -> Result<()> {
+    for b in bins {
+        if !on_path(b) {
+            bail!("{b} is not installed; run `cargo xtask setup` (or `cargo xtask doctor` to see what is missing)");
+        }
+    }
+    Ok(())
+}
+
+/// Installs everything; idempotent.
+pub fn setup() -> Result<()> {
+    let sh = Shell::new()?;
+    let root = nix_is_root();
+    // `env` when root, `sudo` otherwise: the same argv either way.
+    let sudo = if root { "env" } else { "sudo" };
+    sh.set_var("DEBIAN_FRONTEND", "noninteractive");
+    if std::fs::read_to_string(BACKPORTS).ok().as_deref() != Some(BACKPORTS_TEXT) {
+        println!("setup: adding bookworm-backports");
+        let tmp = tempfile::NamedTempFile::new()?;
+        std::fs::write(tmp.path(), BACKPORTS_TEXT)?;
+        let p = tmp.path();
+        cmd!(sh, "{sudo} cp {p} {BACKPORTS}").run()?;
+        cmd!(sh, "{sudo} chmod 644 {BACKPORTS}").run()?;
+    }
+    let foreign = cmd!(sh, "dpkg --print-foreign-architectures").read()?;
+    if !foreign.lines().any(|l| l == "ppc64el") {
+        println!("setup: adding dpkg architecture ppc64el");
+        cmd!(sh, "{sudo} dpkg --add-architecture ppc64el").run()?;
+    }
+    println!("setup: apt-get update");
+    if cmd!(sh, "{sudo} apt-get update -q").quiet().run().is_err() {
+        // Known: the ppc64el index of bookworm-security is sometimes mid-sync.
+        println!("setup: warning: apt-get update reported failed indexes (see above); continuing with what was fetched");
+    }
+    let main = APT_MAIN;
+    let rust: Vec<String> = ["rustc-web", "cargo-web", "libstd-rust-web-dev", "libstd-rust-web-1.85"]
+        .iter()
+        .map(|p| format!("{p}={RUST_WEB}"))
+        .collect();
+    println!("setup: installing build tools and Debian rustc {RUST_WEB}");
+    cmd!(sh, "{sudo} apt-get install -y -q --no-install-recommends {main...} {rust...}").run()?;
+    println!("setup: installing QEMU 10 and linux-source-6.12 from bookworm-backports");
+    let bp = APT_BACKPORTS;
+    cmd!(sh, "{sudo} apt-get install -y -q --no-install-recommends -t bookworm-backports {bp...}").run()?;
+    unpack_debs(&sh)?;
+    if !on_path("vhost-device-vsock") {
+        println!("setup: cargo install vhost-device-vsock {VHOST_VSOCK} (about a minute)");
+        let v = format!("vhost-device-vsock@{VHOST_VSOCK}");
+        cmd!(sh, "cargo install --locked {v}").run()?;
+    }
+    let missing = doctor();
+    if missing > 0 {
+        bail!("{missing} dependencies are still missing after setup");
+    }
+    println!("setup: all dependencies ok");
+    Ok(())
+}
+
+/// Downloads and unpacks the ppc64el Rust std and both static busyboxes into the cache.
+fn unpack_debs(sh: &Shell) -> Result<()> {
+    let dl = cache_dir().join("toolchains/debs");
+    std::fs::create_dir_all(&dl)?;
+    let jobs: [(&str, String, PathBuf, PathBuf); 3] = [
+        ("libstd-rust-web-dev:ppc64el", RUST_WEB.to_string(), ppc64le_sysroot(), ppc64le_sysroot().join("lib/rustlib/powerpc64le-unknown-linux-gnu/lib")),
+        ("busybox-static:ppc64el", BUSYBOX.to_string(), cache_dir().join("toolchains/busybox-ppc64le"), busybox("ppc64le")),
+        ("busybox-static:amd64", BUSYBOX.to_string(), cache_dir().join("toolchains/busybox-x86_64"), busybox("x86_64")),
+    ];
+    for (pkg, ver, dest, probe) in jobs {
+        if probe.exists() {
+            continue;
+        }
+        println!("setup: unpacking {pkg}={ver} into {}", dest.display());
+        let _cd = sh.push_dir(&dl);
+        let spec = format!("{pkg}={ver}");
+        cmd!(sh, "apt-get download -q {spec}").run().with_context(|| format!("apt-get download {spec}"))?;
+        let name = pkg.split(':').next().unwrap_or(pkg);
+        let arch = pkg.split(':').nth(1).unwrap_or("amd64");
+        let deb = std::fs::read_dir(&dl)?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                let f = p.file_name().and_then(|f| f.to_str()).unwrap_or("");
+                f.starts_with(&format!("{name}_")) && f.ends_with(&format!("_{arch}.deb"))
+            })
+            .with_context(|| format!("downloaded {pkg} not found in {}", dl.display()))?;
+        let x = dl.join(format!("x-{name}-{arch}"));
+        let _ = std::fs::remove_dir_all(&x);
+        cmd!(sh, "dpkg-deb -x {deb} {x}").run()?;
+        let _ = std::fs::remove_dir_all(&dest);
+        if name == "libstd-rust-web-dev" {
+            std::fs::create_dir_all(dest.join("lib/rustlib"))?;
+            let from = x.join("usr/lib/rustlib/powerpc64le-unknown-linux-gnu");
+            let to = dest.join("lib/rustlib/powerpc64le-unknown-linux-gnu");
+            cmd!(sh, "cp -a {from} {to}").run()?;
+        } else {
+            std::fs::create_dir_all(dest.join("bin"))?;
+            std::fs::copy(x.join("bin/busybox"), dest.join("bin/busybox"))?;
+        }
+        std::fs::remove_dir_all(&x)?;
+    }
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}

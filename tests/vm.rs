@@ -1,1 +1,244 @@
-fn main() {}
+//! The VM suite: real QEMU, real kernels, real vsock.
+//!
+//! Run through `cargo xtask test`, which builds what is stale and points
+//! `IOBENCH_IMAGES` at a manifest.  Without it (plain `cargo test`) every
+//! trial is ignored with the reason printed; without QEMU likewise.  Each
+//! trial checks, besides its own subject, that no QEMU or helper process
+//! of its VM is left behind.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use harness::machine::Machine;
+use harness::qemu::{Accel, BootOptions, GuestMode};
+use harness::vm::{Images, Timeouts, Vm, VmError, VmSpec};
+use iobench_tests::{MANIFEST_ENV, Manifest};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+type Check = fn(&Manifest, &str, &str) -> Result<(), Failed>;
+
+fn spec(m: &Manifest, machine: &str, trial: &str, mode: GuestMode, cmdline: &str) -> Result<VmSpec, Failed> {
+    let machine = Machine::find(&m.machines_dir, machine).map_err(|e| e.to_string())?;
+    let f = m
+        .flavours
+        .get(&machine.kernel.flavour)
+        .ok_or_else(|| format!("no images for flavour {} in the manifest", machine.kernel.flavour))?;
+    let accel = if f.accel == "kvm" { Accel::Kvm } else { Accel::Tcg };
+    Ok(VmSpec {
+        qemu: machine.arch.qemu_binary().into(),
+        images: Images { kernel: f.kernel.clone(), initramfs: f.initramfs.clone(), vmlinux: f.vmlinux.clone() },
+        boot: BootOptions { accel, mode, cmdline: cmdline.into(), gdb_port: None },
+        log_dir: m.log_root.join(trial.replace("::", "/")),
+        machine,
+        timeouts: Timeouts::default(),
+        echo_console: false,
+    })
+}
+
+/// Fails if any process still mentions the VM's private directory.
+fn assert_no_leftovers(private_dir: &str) -> Result<(), Failed> {
+    // Reaping is synchronous in Drop; allow a moment for /proc to settle.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let left = harness::process::mentioning(private_dir);
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("processes left behind: {left:?}").into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The private dir of a boot that failed, from the command line QEMU got.
+fn private_dir_of(spec: &VmSpec) -> Option<String> {
+    let cmdline = std::fs::read_to_string(spec.log_dir.join("qemu.cmdline")).ok()?;
+    let i = cmdline.find("iobench-vm-")?;
+    let start = cmdline[..i].rfind(|c: char| c == ' ' || c == ',' || c == '=')? + 1;
+    let end = i + cmdline[i..].find('/')?;
+    Some(cmdline[start..end].to_string())
+}
+
+fn boot_and_inventory(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
+    let s = spec(m, machine, trial, GuestMode::Agent, "")?;
+    let expected_arch = s.machine.arch;
+    let edus = s.machine.devices.len();
+    let mut vm = Vm::boot(s)?;
+    let private = vm.private_dir().display().to_string();
+    let (qemu_pid, backend_pid) = (vm.qemu_pid(), vm.backend_pid());
+    let hello = vm.agent()?.hello().clone();
+    let want_machine = match expected_arch {
+        harness::machine::Arch::Ppc64le => "ppc64le",
+        harness::machine::Arch::X86_64 => "x86_64",
+    };
+    if hello.machine != want_machine || !hello.kernel.starts_with("6.") || hello.protocol != harness::proto::PROTOCOL_VERSION {
+        return Err(format!("unexpected hello: {hello:?}").into());
+    }
+    let inv = vm.agent()?.inventory().map_err(|e| vm.explain(e))?;
+    let edu: Vec<_> = inv.devices.iter().filter(|d| (d.vendor, d.device) == (0x1234, 0x11e8)).collect();
+    if edu.len() != edus {
+        return Err(format!("expected {edus} edu devices, inventory has {:?}", inv.devices).into());
+    }
+    let mut groups = std::collections::BTreeSet::new();
+    for d in &edu {
+        if d.driver.as_deref() != Some("vfio-pci") {
+            return Err(format!("{} is bound to {:?}, not vfio-pci", d.bdf, d.driver).into());
+        }
+        let g = d.iommu_group.ok_or_else(|| format!("{} has no IOMMU group", d.bdf))?;
+        if !groups.insert(g) {
+            return Err(format!("edu devices share IOMMU group {g}: {edu:?}").into());
+        }
+        // Nothing else may share the group (one PE / one group per device).
+        if let Some(other) = inv.devices.iter().find(|o| o.bdf != d.bdf && o.iommu_group == Some(g)) {
+            return Err(format!("{} shares group {g} with {}", d.bdf, other.bdf).into());
+        }
+    }
+    if !inv.features.iter().any(|f| f == "vfio-container") {
+        return Err(format!("no /dev/vfio/vfio: features {:?}", inv.features).into());
+    }
+    // A second, host-initiated session on the agent's listening port.
+    let second = vm.connect_agent()?;
+    if second.hello() != &hello {
+        return Err("host→guest session greeted differently".into());
+    }
+    second.shutdown(false).map_err(|e| vm.explain(e))?;
+    let dmesg = vm.agent()?.dmesg().map_err(|e| vm.explain(e))?;
+    if !dmesg.iter().any(|l| l.contains("Linux version")) {
+        return Err(format!("dmesg lacks the banner; first lines: {:?}", &dmesg[..dmesg.len().min(3)]).into());
+    }
+    vm.poweroff()?;
+    for pid in [Some(qemu_pid), backend_pid].into_iter().flatten() {
+        if harness::process::alive(pid) {
+            return Err(format!("pid {pid} still alive after poweroff").into());
+        }
+    }
+    assert_no_leftovers(&private)
+}
+
+/// Boots expecting failure; `check` judges the error.
+fn boot_expecting(m: &Manifest, machine: &str, trial: &str, mode: GuestMode, cmdline: &str, extra: &[&str], timeouts: Option<Timeouts>, check: impl FnOnce(&VmError) -> bool) -> Result<(), Failed> {
+    let mut s = spec(m, machine, trial, mode, cmdline)?;
+    s.machine.qemu.extra_args.extend(extra.iter().map(|a| a.to_string()));
+    if let Some(t) = timeouts {
+        s.timeouts = t;
+    }
+    let started = Instant::now();
+    let result = Vm::boot(s.clone());
+    let private = private_dir_of(&s).ok_or("no qemu.cmdline written")?;
+    match result {
+        Ok(_vm) => Err("the boot succeeded but should have failed".into()),
+        Err(e) if check(&e) => {
+            eprintln!("    (got, as expected, after {:.1?}): {}", started.elapsed(), e.to_string().lines().next().unwrap_or(""));
+            assert_no_leftovers(&private)
+        }
+        Err(e) => Err(format!("wrong failure: {e}").into()),
+    }
+}
+
+fn panic_detection(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
+    // No such init: the kernel falls back to mounting a root fs and panics.
+    boot_expecting(m, machine, trial, GuestMode::Agent, "rdinit=/does-not-exist", &[], None, |e| {
+        matches!(e, VmError::Kernel { kind: "kernel panic", log, .. } if log.is_file())
+    })
+}
+
+fn hang_detection(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
+    let t = Timeouts { agent_ready: Duration::from_secs(8), ..Timeouts::default() };
+    let started = Instant::now();
+    boot_expecting(m, machine, trial, GuestMode::Hang, "", &[], Some(t), |e| {
+        matches!(e, VmError::Hang { stage: "agent ready", tail, .. } if tail.iter().any(|l| l.contains("hanging on purpose")))
+    })?;
+    let took = started.elapsed();
+    if took > Duration::from_secs(12) {
+        return Err(format!("hang detected only after {took:?} (deadline 8 s)").into());
+    }
+    Ok(())
+}
+
+fn qemu_bad_argument(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
+    boot_expecting(m, machine, trial, GuestMode::Agent, "", &["-device", "no-such-device"], None, |e| {
+        matches!(e, VmError::QemuExited { stderr, .. } if stderr.contains("no-such-device"))
+    })
+}
+
+fn agent_crash(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
+    // A malformed agent option makes the agent exit 2; init reports it.
+    boot_expecting(m, machine, trial, GuestMode::Agent, "iobench.listen=notaport", &[], None, |e| {
+        matches!(e, VmError::AgentCrashed { status, .. } if status.contains("status 2"))
+    })
+}
+
+fn two_at_once(m: &Manifest, _machine: &str, trial: &str) -> Result<(), Failed> {
+    let specs = [spec(m, "pseries", &format!("{trial}::a"), GuestMode::Agent, "")?, spec(m, "q35", &format!("{trial}::b"), GuestMode::Agent, "")?];
+    let handles: Vec<_> = specs
+        .into_iter()
+        .map(|s| {
+            std::thread::spawn(move || -> Result<(String, String), String> {
+                let mut vm = Vm::boot(s).map_err(|e| e.to_string())?;
+                let private = vm.private_dir().display().to_string();
+                let kernel = vm.agent().map_err(|e| e.to_string())?.hello().machine.clone();
+                vm.poweroff().map_err(|e| e.to_string())?;
+                Ok((private, kernel))
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for h in handles {
+        let r = h.join().map_err(|_| "boot thread panicked")??;
+        assert_no_leftovers(&r.0)?;
+        seen.push(r);
+    }
+    if seen[0].0 == seen[1].0 || seen[0].1 == seen[1].1 {
+        return Err(format!("the two VMs collided: {seen:?}").into());
+    }
+    Ok(())
+}
+
+const TRIALS: &[(&str, &str, Check)] = &[
+    ("pseries::boot", "pseries", boot_and_inventory),
+    ("pseries-2pe::boot", "pseries-2pe", boot_and_inventory),
+    ("q35::boot", "q35", boot_and_inventory),
+    ("pseries::lifecycle::panic_detection", "pseries", panic_detection),
+    ("q35::lifecycle::panic_detection", "q35", panic_detection),
+    ("pseries::lifecycle::hang_detection", "pseries", hang_detection),
+    ("q35::lifecycle::qemu_bad_argument", "q35", qemu_bad_argument),
+    ("pseries::lifecycle::agent_crash", "pseries", agent_crash),
+    ("harness::two_vms_at_once", "pseries", two_at_once),
+];
+
+fn main() {
+    let args = Arguments::from_args();
+    let manifest: Result<Manifest, String> = match std::env::var_os(MANIFEST_ENV) {
+        None => Err(format!("{MANIFEST_ENV} is not set; `cargo xtask test` builds the images and runs this suite")),
+        Some(p) => std::fs::read(&p)
+            .map_err(|e| format!("{}: {e}", Path::new(&p).display()))
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("manifest: {e}"))),
+    };
+    let missing_qemu: Vec<&str> = ["qemu-system-ppc64", "qemu-system-x86_64", harness::vsock::BACKEND]
+        .into_iter()
+        .filter(|b| harness::process::which(b).is_none())
+        .collect();
+    let skip = match (&manifest, missing_qemu.is_empty()) {
+        (Err(reason), _) => Some(reason.clone()),
+        (Ok(_), false) => Some(format!("cannot run VMs: {} not installed (`cargo xtask setup`)", missing_qemu.join(", "))),
+        _ => None,
+    };
+    if let Some(reason) = &skip {
+        eprintln!("VM suite skipped: {reason}");
+    }
+    let manifest = manifest.ok().map(std::sync::Arc::new);
+    let trials = TRIALS
+        .iter()
+        .map(|&(name, machine, check)| {
+            let m = manifest.clone();
+            Trial::test(name, move || match m {
+                Some(m) => check(&m, machine, name),
+                None => Ok(()),
+            })
+            .with_kind("vm")
+            .with_ignored_flag(skip.is_some())
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}

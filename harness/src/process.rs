@@ -118,3 +118,22 @@ pub fn which(name: &str) -> Option<std::path::PathBuf> {
         .map(|d| std::path::Path::new(d).join(name))
         .find(|c| c.is_file())
 }
+
+/// Live processes whose command line mentions `needle` (e.g. a VM's private
+/// temp dir): after a VM is gone, this must be empty.
+pub fn mentioning(needle: &str) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if pid == std::process::id() {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmdline.contains(needle) && alive(pid) {
+            out.push((pid, cmdline.trim().to_string()));
+        }
+    }
+    out
+}

@@ -347,6 +347,11 @@ impl Vm {
         &self.spec.log_dir
     }
 
+    /// The VM's private temp dir (sockets); every helper's argv mentions it.
+    pub fn private_dir(&self) -> &Path {
+        self._dir.path()
+    }
+
     /// QEMU's pid.
     pub fn qemu_pid(&self) -> u32 {
         self.qemu.pid()

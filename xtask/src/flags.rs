@@ -30,6 +30,22 @@ pub enum Cmd {
     Images(ImageArgs),
     /// Boot a machine, ping its agent, power it off (or give a shell).
     Run(RunArgs),
+    /// Build what is stale and run the VM suite (libtest-mimic arguments pass through).
+    Test(TestArgs),
+}
+
+/// `test` options.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Accelerator.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelFlag,
+    /// Kernel source.
+    #[command(flatten)]
+    pub source: KernelSource,
+    /// Filter and libtest options (`--list`, `--exact`, `--skip`, `--ignored`, …).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub rest: Vec<String>,
 }
 
 /// Guest architecture on the command line.

@@ -13,6 +13,7 @@ mod initramfs;
 mod kernel;
 mod run;
 mod setup;
+mod test;
 
 use std::process::ExitCode;
 
@@ -81,6 +82,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Run(r) => run::run(&r),
+        Cmd::Test(t) => test::run(&t),
     }
 }
 

@@ -55,7 +55,7 @@ fn assert_no_leftovers(private_dir: &str) -> Result<(), Failed> {
 fn private_dir_of(spec: &VmSpec) -> Option<String> {
     let cmdline = std::fs::read_to_string(spec.log_dir.join("qemu.cmdline")).ok()?;
     let i = cmdline.find("iobench-vm-")?;
-    let start = cmdline[..i].rfind(|c: char| c == ' ' || c == ',' || c == '=')? + 1;
+    let start = cmdline[..i].rfind([' ', ',', '='])? + 1;
     let end = i + cmdline[i..].find('/')?;
     Some(cmdline[start..end].to_string())
 }
@@ -116,13 +116,25 @@ fn boot_and_inventory(m: &Manifest, machine: &str, trial: &str) -> Result<(), Fa
     assert_no_leftovers(&private)
 }
 
-/// Boots expecting failure; `check` judges the error.
-fn boot_expecting(m: &Manifest, machine: &str, trial: &str, mode: GuestMode, cmdline: &str, extra: &[&str], timeouts: Option<Timeouts>, check: impl FnOnce(&VmError) -> bool) -> Result<(), Failed> {
-    let mut s = spec(m, machine, trial, mode, cmdline)?;
-    s.machine.qemu.extra_args.extend(extra.iter().map(|a| a.to_string()));
-    if let Some(t) = timeouts {
-        s.timeouts = t;
+/// How a deliberately failing boot differs from a normal one.
+struct Variation<'a> {
+    mode: GuestMode,
+    cmdline: &'a str,
+    qemu_args: &'a [&'a str],
+    timeouts: Timeouts,
+}
+
+impl Default for Variation<'_> {
+    fn default() -> Self {
+        Variation { mode: GuestMode::Agent, cmdline: "", qemu_args: &[], timeouts: Timeouts::default() }
     }
+}
+
+/// Boots expecting failure; `check` judges the error.
+fn boot_expecting(m: &Manifest, machine: &str, trial: &str, v: Variation, check: impl FnOnce(&VmError) -> bool) -> Result<(), Failed> {
+    let mut s = spec(m, machine, trial, v.mode, v.cmdline)?;
+    s.machine.qemu.extra_args.extend(v.qemu_args.iter().map(|a| a.to_string()));
+    s.timeouts = v.timeouts;
     let started = Instant::now();
     let result = Vm::boot(s.clone());
     let private = private_dir_of(&s).ok_or("no qemu.cmdline written")?;
@@ -138,7 +150,7 @@ fn boot_expecting(m: &Manifest, machine: &str, trial: &str, mode: GuestMode, cmd
 
 fn panic_detection(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
     // No such init: the kernel falls back to mounting a root fs and panics.
-    boot_expecting(m, machine, trial, GuestMode::Agent, "rdinit=/does-not-exist", &[], None, |e| {
+    boot_expecting(m, machine, trial, Variation { cmdline: "rdinit=/does-not-exist", ..Default::default() }, |e| {
         matches!(e, VmError::Kernel { kind: "kernel panic", log, .. } if log.is_file())
     })
 }
@@ -146,7 +158,7 @@ fn panic_detection(m: &Manifest, machine: &str, trial: &str) -> Result<(), Faile
 fn hang_detection(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
     let t = Timeouts { agent_ready: Duration::from_secs(8), ..Timeouts::default() };
     let started = Instant::now();
-    boot_expecting(m, machine, trial, GuestMode::Hang, "", &[], Some(t), |e| {
+    boot_expecting(m, machine, trial, Variation { mode: GuestMode::Hang, timeouts: t, ..Default::default() }, |e| {
         matches!(e, VmError::Hang { stage: "agent ready", tail, .. } if tail.iter().any(|l| l.contains("hanging on purpose")))
     })?;
     let took = started.elapsed();
@@ -157,14 +169,14 @@ fn hang_detection(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed
 }
 
 fn qemu_bad_argument(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
-    boot_expecting(m, machine, trial, GuestMode::Agent, "", &["-device", "no-such-device"], None, |e| {
+    boot_expecting(m, machine, trial, Variation { qemu_args: &["-device", "no-such-device"], ..Default::default() }, |e| {
         matches!(e, VmError::QemuExited { stderr, .. } if stderr.contains("no-such-device"))
     })
 }
 
 fn agent_crash(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
     // A malformed agent option makes the agent exit 2; init reports it.
-    boot_expecting(m, machine, trial, GuestMode::Agent, "iobench.listen=notaport", &[], None, |e| {
+    boot_expecting(m, machine, trial, Variation { cmdline: "iobench.listen=notaport", ..Default::default() }, |e| {
         matches!(e, VmError::AgentCrashed { status, .. } if status.contains("status 2"))
     })
 }

@@ -146,10 +146,10 @@ impl Console {
 
 impl State {
     fn scan(&mut self, line: &str) {
-        if self.fatal.is_none() {
-            if let Some((_, kind)) = FATAL.iter().find(|(pat, _)| line.contains(pat)) {
-                self.fatal = Some(Fatal { kind, line: line.trim().to_string() });
-            }
+        if self.fatal.is_none()
+            && let Some((_, kind)) = FATAL.iter().find(|(pat, _)| line.contains(pat))
+        {
+            self.fatal = Some(Fatal { kind, line: line.trim().to_string() });
         }
         if let Some(rest) = line.split("iobench: agent exited").nth(1) {
             self.agent_exit = Some(rest.trim().to_string());

@@ -119,10 +119,10 @@ pub fn merged(wants: &[Want]) -> String {
 pub fn verify(wants: &[Want], dotconfig: &str) -> Vec<(Want, String)> {
     let mut actual = std::collections::HashMap::new();
     for line in dotconfig.lines() {
-        if let Some((k, v)) = line.split_once('=') {
-            if k.starts_with("CONFIG_") {
-                actual.insert(k, v);
-            }
+        if let Some((k, v)) = line.split_once('=')
+            && k.starts_with("CONFIG_")
+        {
+            actual.insert(k, v);
         }
     }
     wants

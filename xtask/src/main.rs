@@ -14,6 +14,7 @@ mod kernel;
 mod run;
 mod setup;
 mod test;
+mod tidy;
 
 use std::process::ExitCode;
 

@@ -32,6 +32,7 @@ fn spec(m: &Manifest, machine: &str, trial: &str, mode: GuestMode, cmdline: &str
         machine,
         timeouts: Timeouts::default(),
         echo_console: false,
+        channel: harness::vm::Channel::Auto,
     })
 }
 
@@ -181,6 +182,22 @@ fn agent_crash(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
     })
 }
 
+fn serial_channel(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
+    let mut s = spec(m, machine, trial, GuestMode::Agent, "")?;
+    s.channel = harness::vm::Channel::Serial;
+    let mut vm = Vm::boot(s)?;
+    let private = vm.private_dir().display().to_string();
+    if vm.backend_pid().is_some() {
+        return Err("a vsock backend was started for a serial-channel boot".into());
+    }
+    let inv = vm.agent()?.inventory().map_err(|e| vm.explain(e))?;
+    if !inv.devices.iter().any(|d| d.driver.as_deref() == Some("vfio-pci")) {
+        return Err(format!("no vfio-pci device over the serial channel: {:?}", inv.devices).into());
+    }
+    vm.poweroff()?;
+    assert_no_leftovers(&private)
+}
+
 fn two_at_once(m: &Manifest, _machine: &str, trial: &str) -> Result<(), Failed> {
     let specs = [spec(m, "pseries", &format!("{trial}::a"), GuestMode::Agent, "")?, spec(m, "q35", &format!("{trial}::b"), GuestMode::Agent, "")?];
     let handles: Vec<_> = specs
@@ -216,6 +233,7 @@ const TRIALS: &[(&str, &str, Check)] = &[
     ("pseries::lifecycle::hang_detection", "pseries", hang_detection),
     ("q35::lifecycle::qemu_bad_argument", "q35", qemu_bad_argument),
     ("pseries::lifecycle::agent_crash", "pseries", agent_crash),
+    ("q35::channel::virtio_serial_fallback", "q35", serial_channel),
     ("harness::two_vms_at_once", "pseries", two_at_once),
 ];
 

@@ -25,13 +25,15 @@ struct Options {
     connect: Option<(u32, u32)>,
     listen: Option<u32>,
     stdio: bool,
+    /// Serve on a virtio-serial port (`auto`: the one named `iobench.agent`).
+    port: Option<String>,
     frames: bool,
     bind_vfio: Vec<(u16, u16)>,
 }
 
-const USAGE: &str = "usage: guest-agent [--connect CID:PORT] [--listen PORT] [--stdio] [--frames] \
-[--bind-vfio VENDOR:DEVICE]... [--cmdline]\n\
-  --cmdline  also read iobench.connect=, iobench.listen=, iobench.bind_vfio= from /proc/cmdline";
+const USAGE: &str = "usage: guest-agent [--connect CID:PORT] [--listen PORT] [--stdio] [--port DEV|auto] \
+[--frames] [--bind-vfio VENDOR:DEVICE]... [--cmdline]\n\
+  --cmdline  also read iobench.connect=, .listen=, .bind_vfio=, .channel= from /proc/cmdline";
 
 /// Parses `X:Y` as two numbers (hex with `radix16`).
 fn parse_pair(s: &str, radix16: bool) -> Result<(u32, u32), String> {
@@ -58,6 +60,13 @@ fn apply(opts: &mut Options, key: &str, value: Option<&str>) -> Result<(), Strin
                 opts.bind_vfio.push((v, d));
             }
         }
+        "--port" => opts.port = Some(need()?.to_string()),
+        // In a VM the host says which channel it attached.
+        "channel" => {
+            if need()? == "serial" {
+                opts.port = Some("auto".into());
+            }
+        }
         "--stdio" => opts.stdio = true,
         "--frames" => opts.frames = true,
         _ => return Err(format!("unknown option {key}\n{USAGE}")),
@@ -78,7 +87,7 @@ fn parse_args() -> Result<Options, String> {
                 for word in cmdline.split_whitespace() {
                     if let Some(kv) = word.strip_prefix("iobench.") {
                         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                        if matches!(k, "connect" | "listen" | "bind_vfio") {
+                        if matches!(k, "connect" | "listen" | "bind_vfio" | "channel") {
                             apply(&mut opts, k, Some(v))?;
                         }
                     }
@@ -90,10 +99,25 @@ fn parse_args() -> Result<Options, String> {
             }
         }
     }
-    if opts.connect.is_none() && opts.listen.is_none() && !opts.stdio {
+    if opts.connect.is_none() && opts.listen.is_none() && !opts.stdio && opts.port.is_none() {
         return Err(format!("no channel given\n{USAGE}"));
     }
     Ok(opts)
+}
+
+/// The device of a virtio-serial port: a path, or `auto` for `iobench.agent`.
+fn serial_port(port: &str) -> Result<String, String> {
+    if port != "auto" {
+        return Ok(port.to_string());
+    }
+    let dir = std::fs::read_dir("/sys/class/virtio-ports").map_err(|e| format!("/sys/class/virtio-ports: {e}"))?;
+    for e in dir.flatten() {
+        let name = std::fs::read_to_string(e.path().join("name")).unwrap_or_default();
+        if name.trim() == "iobench.agent" {
+            return Ok(format!("/dev/{}", e.file_name().to_string_lossy()));
+        }
+    }
+    Err("no virtio-serial port named iobench.agent".into())
 }
 
 fn main() -> ExitCode {
@@ -110,7 +134,7 @@ fn main() -> ExitCode {
             Err(e) => eprintln!("guest-agent: binding {vendor:04x}:{device:04x} to vfio-pci: {e}"),
         }
     }
-    if let Some(port) = opts.listen {
+    if let (Some(port), None) = (opts.listen, &opts.port) {
         let frames = opts.frames;
         match vsock::listen(port) {
             Ok(listener) => {
@@ -119,7 +143,16 @@ fn main() -> ExitCode {
             Err(e) => eprintln!("guest-agent: vsock listen on port {port}: {e}"),
         }
     }
-    let outcome = if opts.stdio {
+    let outcome = if let Some(port) = &opts.port {
+        match serial_port(port).and_then(|p| {
+            let f = std::fs::OpenOptions::new().read(true).write(true).open(&p).map_err(|e| format!("{p}: {e}"))?;
+            let w = f.try_clone().map_err(|e| e.to_string())?;
+            Ok((f, w))
+        }) {
+            Ok((r, w)) => session::serve(BufReader::new(r), w, opts.frames),
+            Err(e) => Err(e),
+        }
+    } else if opts.stdio {
         let stdin = std::io::stdin();
         session::serve(stdin.lock(), std::io::stdout().lock(), opts.frames)
     } else if let Some((cid, port)) = opts.connect {

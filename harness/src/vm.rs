@@ -57,6 +57,18 @@ impl Default for Timeouts {
     }
 }
 
+/// How the host reaches the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Channel {
+    /// vsock if `vhost-device-vsock` is installed, else virtio-serial (said on stderr).
+    #[default]
+    Auto,
+    /// vsock only; a missing backend is an error.
+    Vsock,
+    /// A virtio-serial port on a unix socket (no host→guest sessions).
+    Serial,
+}
+
 /// Everything needed to boot one machine.
 #[derive(Debug, Clone)]
 pub struct VmSpec {
@@ -74,6 +86,8 @@ pub struct VmSpec {
     pub timeouts: Timeouts,
     /// Echo the console to stdout.
     pub echo_console: bool,
+    /// Host↔agent channel.
+    pub channel: Channel,
 }
 
 /// Errors booting or running a machine.
@@ -225,13 +239,21 @@ impl Vm {
         }
         std::fs::create_dir_all(&spec.log_dir).map_err(io_err(format!("creating {}", spec.log_dir.display())))?;
         let dir = tempfile::Builder::new().prefix("iobench-vm-").tempdir().map_err(io_err("creating the VM's temp dir"))?;
-        let backend = Backend::start(dir.path(), &spec.log_dir.join("vsock.log"))?;
-        let listener = backend.listen(crate::proto::HOST_PORT)?;
+        let backend = match (spec.channel, Backend::start(dir.path(), &spec.log_dir.join("vsock.log"))) {
+            (Channel::Serial, _) => None,
+            (_, Ok(b)) => Some(b),
+            (Channel::Auto, Err(VsockError::Missing)) => {
+                eprintln!("note: {} not found; the agent talks over a virtio-serial port instead", crate::vsock::BACKEND);
+                None
+            }
+            (_, Err(e)) => return Err(e.into()),
+        };
+        let listener = backend.as_ref().map(|b| b.listen(crate::proto::HOST_PORT)).transpose()?;
         let files = BootFiles {
             kernel: spec.images.kernel.clone(),
             initramfs: spec.images.initramfs.clone(),
-            vhost_socket: Some(backend.vhost_socket.clone()),
-            serial_channel: None,
+            vhost_socket: backend.as_ref().map(|b| b.vhost_socket.clone()),
+            serial_channel: backend.is_none().then(|| dir.path().join("agent.sock")),
             qmp_socket: dir.path().join("qmp.sock"),
         };
         let args = qemu::args(&spec.machine, &files, &spec.boot);
@@ -249,7 +271,7 @@ impl Vm {
             .map_err(io_err("capturing the console"))?;
         let mut vm = Vm {
             qemu,
-            backend: Some(backend),
+            backend,
             console,
             stdin,
             agent: None,
@@ -262,12 +284,35 @@ impl Vm {
         if vm.spec.boot.mode == GuestMode::Shell {
             return Ok(vm);
         }
-        let stream = vm.wait_for(|| match listener.accept() {
-            Ok((s, _)) => Ok(Some(s)),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
-        })?;
-        let agent = Agent::over_unix(stream, vm.spec.timeouts.agent_reply).map_err(|source| vm.agent_error(source))?;
+        let reply = vm.spec.timeouts.agent_reply;
+        let agent = match (listener, files.serial_channel) {
+            (Some(listener), _) => vm.wait_for(|| match listener.accept() {
+                Ok((s, _)) => Agent::over_unix(s, reply).map(Some),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+                Err(e) => Err(AgentError::Io(e)),
+            })?,
+            (None, Some(sock)) => {
+                // The guest end opens late; greet from a thread so the watch loop stays live.
+                let ready = vm.spec.timeouts.agent_ready;
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    let deadline = Instant::now() + ready;
+                    let stream = loop {
+                        match UnixStream::connect(&sock) {
+                            Ok(s) => break Ok(s),
+                            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+                            Err(e) => break Err(e),
+                        }
+                    };
+                    let _ = tx.send(stream.map_err(AgentError::Io).and_then(|s| Agent::over_unix(s, ready)));
+                });
+                vm.wait_for(|| match rx.try_recv() {
+                    Ok(r) => r.map(Some),
+                    Err(_) => Ok(None),
+                })?
+            }
+            (None, None) => unreachable!("either a vsock backend or a serial channel is attached"),
+        };
         vm.timings.agent_ready = started.elapsed();
         vm.timings.first_output = vm.console.first_output().map(|t| t.duration_since(started));
         vm.agent = Some(agent);
@@ -275,11 +320,13 @@ impl Vm {
     }
 
     /// Polls `ready` until it yields, watching QEMU, the console and the deadlines.
-    fn wait_for(&mut self, mut ready: impl FnMut() -> std::io::Result<Option<UnixStream>>) -> Result<UnixStream, VmError> {
+    fn wait_for<T>(&mut self, mut ready: impl FnMut() -> Result<Option<T>, AgentError>) -> Result<T, VmError> {
         let t = self.spec.timeouts;
         loop {
-            if let Some(s) = ready().map_err(io_err("waiting for the agent"))? {
-                return Ok(s);
+            match ready() {
+                Ok(Some(s)) => return Ok(s),
+                Ok(None) => {}
+                Err(e) => return Err(self.explain(e)),
             }
             let stage = self.stage();
             if let Some(f) = self.console.fatal() {
@@ -389,7 +436,7 @@ impl Vm {
 
     /// Opens a new host→guest vsock session to the agent's listening port.
     pub fn connect_agent(&self) -> Result<Agent, VmError> {
-        let backend = self.backend.as_ref().ok_or(VsockError::Missing)?;
+        let backend = self.backend.as_ref().ok_or(VsockError::Missing)?; // serial channel: one session only
         let s = backend.connect(crate::proto::AGENT_PORT, self.spec.timeouts.agent_reply)?;
         Agent::over_unix(s, self.spec.timeouts.agent_reply).map_err(|e| self.agent_error(e))
     }

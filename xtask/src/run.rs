@@ -34,6 +34,7 @@ pub fn spec(m: Machine, o: &MachineOpts, mode: GuestMode, log_dir: PathBuf) -> R
         log_dir,
         timeouts: Timeouts::default(),
         echo_console: false,
+        channel: harness::vm::Channel::Auto,
     })
 }
 

@@ -53,6 +53,8 @@ pub enum GuestMode {
     Shell,
     /// Do nothing, forever (tests the harness's hang detection).
     Hang,
+    /// Power off as soon as init has mounted the filesystems (bare boot floor).
+    Poweroff,
 }
 
 /// Everything that varies per boot besides the machine.
@@ -86,6 +88,7 @@ pub fn kernel_cmdline(m: &Machine, opts: &BootOptions, vsock: bool) -> String {
         GuestMode::Agent => "agent",
         GuestMode::Shell => "shell",
         GuestMode::Hang => "hang",
+        GuestMode::Poweroff => "poweroff",
     };
     words.push(format!("iobench.mode={mode}"));
     words.push(format!("iobench.channel={}", if vsock { "vsock" } else { "serial" }));

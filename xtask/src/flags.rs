@@ -32,6 +32,19 @@ pub enum Cmd {
     Run(RunArgs),
     /// Build what is stale and run the VM suite (libtest-mimic arguments pass through).
     Test(TestArgs),
+    /// Measure boots (bare QEMU vs harness), the no-op build and the warm suite.
+    Bench(BenchArgs),
+}
+
+/// `bench` options.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Boots per measurement (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Skip timing the warm VM suite.
+    #[arg(long)]
+    pub no_suite: bool,
 }
 
 /// `test` options.

@@ -6,6 +6,7 @@
 
 mod accel;
 mod agent;
+mod bench;
 mod cache;
 mod flags;
 mod images;
@@ -84,6 +85,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Run(r) => run::run(&r),
         Cmd::Test(t) => test::run(&t),
+        Cmd::Bench(b) => bench::run(&b),
     }
 }
 

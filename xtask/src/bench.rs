@@ -1,0 +1,110 @@
+//! `cargo xtask bench`: the performance goals, measured side by side.
+//!
+//! Per machine: a **bare** QEMU boot of the same kernel and initramfs with
+//! the same machine arguments but no harness (no vsock backend, console to a
+//! pipe nobody watches, init powering off at once; spawn → exit), against the
+//! **harness** boot (spawn → agent connected and greeted).  Also the no-op
+//! image build and, unless `--no-suite`, the warm VM suite.  Medians of
+//! `--runs` boots; a table on stdout and `target/iobench/bench.json`.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use harness::qemu::{self, BootFiles, BootOptions, GuestMode};
+use harness::vm::Vm;
+
+use crate::cache::repo_root;
+use crate::flags::{AccelFlag, BenchArgs, KernelSource, MachineOpts};
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn opts() -> MachineOpts {
+    MachineOpts { accel: AccelFlag::Auto, memory: None, cpus: None, qemu_args: vec![], append: None, kernel: None, source: KernelSource::default() }
+}
+
+/// One bare boot: QEMU alone, init powers off immediately.
+fn bare_boot(spec: &harness::vm::VmSpec) -> Result<Duration> {
+    let dir = tempfile::tempdir()?;
+    let files = BootFiles {
+        kernel: spec.images.kernel.clone(),
+        initramfs: spec.images.initramfs.clone(),
+        vhost_socket: None,
+        serial_channel: None,
+        qmp_socket: dir.path().join("qmp.sock"),
+    };
+    let boot = BootOptions { mode: GuestMode::Poweroff, ..spec.boot.clone() };
+    let args = qemu::args(&spec.machine, &files, &boot);
+    let mut cmd = Command::new(spec.machine.arch.qemu_binary());
+    cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let t0 = Instant::now();
+    let mut child = harness::process::spawn_owned(cmd, "qemu (bare)")?;
+    match child.wait_timeout(Duration::from_secs(120))? {
+        Some(s) if s.success() => Ok(t0.elapsed()),
+        Some(s) => bail!("bare boot of {} failed ({s})", spec.machine.name),
+        None => bail!("bare boot of {} did not power off in 120 s", spec.machine.name),
+    }
+}
+
+/// Runs the benchmark.
+pub fn run(b: &BenchArgs) -> Result<()> {
+    let runs = b.runs.max(1);
+    let out = repo_root().join("target/iobench");
+    let mut rows = Vec::new();
+    let mut json = serde_json::Map::new();
+    for name in ["pseries", "q35"] {
+        let m = crate::run::machine(name, &opts())?;
+        let spec = crate::run::spec(m, &opts(), GuestMode::Agent, out.join(format!("bench/{name}")))?;
+        let mut bare = Vec::new();
+        let mut harness = Vec::new();
+        // Interleave so drift in machine load hits both equally.
+        for _ in 0..runs {
+            bare.push(bare_boot(&spec)?);
+            let vm = Vm::boot(spec.clone())?;
+            harness.push(vm.timings.agent_ready);
+            vm.poweroff()?;
+        }
+        let (b_med, h_med) = (median(bare), median(harness));
+        let ratio = h_med.as_secs_f64() / b_med.as_secs_f64();
+        rows.push(format!("{name:<8} bare boot→poweroff {:>7.3} s   harness boot→agent-ready {:>7.3} s   ratio {ratio:.2}× ({})", b_med.as_secs_f64(), h_med.as_secs_f64(), spec.boot.accel.as_str()));
+        json.insert(name.into(), serde_json::json!({"bare_s": b_med.as_secs_f64(), "harness_s": h_med.as_secs_f64(), "ratio": ratio, "accel": spec.boot.accel.as_str(), "runs": runs}));
+    }
+    let t0 = Instant::now();
+    for arch in [harness::machine::Arch::Ppc64le, harness::machine::Arch::X86_64] {
+        crate::images::initramfs(arch)?;
+    }
+    for f in ["ppc64le-4k", "x86_64"] {
+        crate::kernel::build(&crate::kernel::Flavour::named(f)?, &crate::kernel::Source::Debian)?;
+    }
+    let noop = t0.elapsed();
+    rows.push(format!("no-op image build (2 kernels, 2 agents, 2 initramfs): {:.3} s", noop.as_secs_f64()));
+    json.insert("noop_build_s".into(), noop.as_secs_f64().into());
+    if !b.no_suite {
+        let log = out.join("bench-suite.log");
+        let logf = std::fs::File::create(&log)?;
+        let t0 = Instant::now();
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["xtask", "test", "--", "--quiet"])
+            .current_dir(repo_root())
+            .stdout(logf.try_clone()?)
+            .stderr(logf)
+            .status()
+            .context("running the suite")?;
+        let suite = t0.elapsed();
+        let verdict = if status.success() { "passed".to_string() } else { format!("FAILED, see {}", log.display()) };
+        rows.push(format!("warm VM suite (`cargo xtask test`, {verdict}): {:.1} s", suite.as_secs_f64()));
+        json.insert("warm_suite_s".into(), suite.as_secs_f64().into());
+    }
+    rows.push("in-guest op rates: not measured yet (scenario operations are not implemented)".into());
+    println!("iobench bench ({runs} runs, medians)");
+    for r in &rows {
+        println!("  {r}");
+    }
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("bench.json"), serde_json::to_vec_pretty(&serde_json::Value::Object(json))?)?;
+    println!("  → {}", out.join("bench.json").display());
+    Ok(())
+}

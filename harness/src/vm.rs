@@ -418,9 +418,10 @@ impl Vm {
 
     /// The connected agent (only in [`GuestMode::Agent`]).
     pub fn agent(&mut self) -> Result<&mut Agent, VmError> {
-        let log = self.console_log();
-        let tail = self.tail();
-        self.agent.as_mut().ok_or(VmError::Agent { source: AgentError::Closed, log, tail })
+        if self.agent.is_none() {
+            return Err(self.agent_error(AgentError::Closed));
+        }
+        Ok(self.agent.as_mut().expect("checked above"))
     }
 
     /// Wraps an agent error with this machine's console context.

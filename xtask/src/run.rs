@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use harness::machine::{Machine, Overrides, Size};
 use harness::qemu::{BootOptions, GuestMode};
 use harness::vm::{Timeouts, Vm, VmSpec};
@@ -94,7 +94,7 @@ fn interactive(spec: VmSpec) -> Result<()> {
             while let Ok(bytes) = rx.try_recv() {
                 vm.console_write(&bytes)?;
             }
-            if let Some(status) = vm_exited(&mut vm)? {
+            if let Some(status) = vm.try_exit()? {
                 return Ok(status);
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
@@ -106,8 +106,4 @@ fn interactive(spec: VmSpec) -> Result<()> {
     let status = result?;
     println!("\r\nQEMU exited ({status})");
     Ok(())
-}
-
-fn vm_exited(vm: &mut Vm) -> Result<Option<String>> {
-    vm.try_exit().context("waiting for QEMU")
 }

@@ -198,6 +198,48 @@ fn serial_channel(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed
     assert_no_leftovers(&private)
 }
 
+fn gdbstub(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
+    use std::io::{Read, Write};
+    // A free port: bind to 0, note it, release it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut s = spec(m, machine, trial, GuestMode::Shell, "")?;
+    s.boot.gdb_port = Some(port);
+    let vm = Vm::boot(s)?;
+    let private = vm.private_dir().display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut conn = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(c) => break c,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("gdbstub on port {port}: {e}").into()),
+        }
+    };
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // "Why did the target stop?" — a halted QEMU answers with a stop reply.
+    conn.write_all(b"$?#3f")?;
+    let mut buf = [0u8; 64];
+    let mut got = Vec::new();
+    // A packet ends with '#' and two checksum digits.
+    let complete = |g: &[u8]| g.iter().position(|&b| b == b'#').is_some_and(|i| g.len() >= i + 3);
+    while !complete(&got) && got.len() < 64 {
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    if !(text.contains("$T") || text.contains("$S")) {
+        return Err(format!("no stop reply from the gdbstub: {text:?}").into());
+    }
+    if !vm.console_tail(5).iter().all(|l| l.trim().is_empty()) {
+        return Err("the guest ran although QEMU should be halted (-S)".into());
+    }
+    drop(conn);
+    drop(vm);
+    assert_no_leftovers(&private)
+}
+
 fn two_at_once(m: &Manifest, _machine: &str, trial: &str) -> Result<(), Failed> {
     let specs = [spec(m, "pseries", &format!("{trial}::a"), GuestMode::Agent, "")?, spec(m, "q35", &format!("{trial}::b"), GuestMode::Agent, "")?];
     let handles: Vec<_> = specs
@@ -234,6 +276,7 @@ const TRIALS: &[(&str, &str, Check)] = &[
     ("q35::lifecycle::qemu_bad_argument", "q35", qemu_bad_argument),
     ("pseries::lifecycle::agent_crash", "pseries", agent_crash),
     ("q35::channel::virtio_serial_fallback", "q35", serial_channel),
+    ("pseries::lifecycle::gdbstub", "pseries", gdbstub),
     ("harness::two_vms_at_once", "pseries", two_at_once),
 ];
 

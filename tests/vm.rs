@@ -24,16 +24,9 @@ fn spec(m: &Manifest, machine: &str, trial: &str, mode: GuestMode, cmdline: &str
         .get(&machine.kernel.flavour)
         .ok_or_else(|| format!("no images for flavour {} in the manifest", machine.kernel.flavour))?;
     let accel = if f.accel == "kvm" { Accel::Kvm } else { Accel::Tcg };
-    Ok(VmSpec {
-        qemu: machine.arch.qemu_binary().into(),
-        images: Images { kernel: f.kernel.clone(), initramfs: f.initramfs.clone(), vmlinux: f.vmlinux.clone() },
-        boot: BootOptions { accel, mode, cmdline: cmdline.into(), gdb_port: None },
-        log_dir: m.log_root.join(trial.replace("::", "/")),
-        machine,
-        timeouts: Timeouts::default(),
-        echo_console: false,
-        channel: harness::vm::Channel::Auto,
-    })
+    let images = Images { kernel: f.kernel.clone(), initramfs: f.initramfs.clone(), vmlinux: f.vmlinux.clone() };
+    let boot = BootOptions { accel, mode, cmdline: cmdline.into(), gdb_port: None };
+    Ok(VmSpec::new(machine, images, boot, m.log_root.join(trial.replace("::", "/"))))
 }
 
 /// Fails if any process still mentions the VM's private directory.

@@ -90,6 +90,23 @@ pub struct VmSpec {
     pub channel: Channel,
 }
 
+impl VmSpec {
+    /// A spec with the defaults: the machine's stock QEMU, default deadlines,
+    /// no console echo, vsock with serial fallback.
+    pub fn new(machine: Machine, images: Images, boot: BootOptions, log_dir: PathBuf) -> VmSpec {
+        VmSpec {
+            qemu: machine.arch.qemu_binary().into(),
+            machine,
+            images,
+            boot,
+            log_dir,
+            timeouts: Timeouts::default(),
+            echo_console: false,
+            channel: Channel::Auto,
+        }
+    }
+}
+
 /// Errors booting or running a machine.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {

@@ -76,7 +76,7 @@ pub fn run(b: &BenchArgs) -> Result<()> {
     for arch in [harness::machine::Arch::Ppc64le, harness::machine::Arch::X86_64] {
         crate::images::initramfs(arch)?;
     }
-    for f in ["ppc64le-4k", "x86_64"] {
+    for f in crate::test::FLAVOURS {
         crate::kernel::build(&crate::kernel::Flavour::named(f)?, &crate::kernel::Source::Debian)?;
     }
     let noop = t0.elapsed();

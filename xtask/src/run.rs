@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use harness::machine::{Machine, Overrides, Size};
 use harness::qemu::{BootOptions, GuestMode};
-use harness::vm::{Timeouts, Vm, VmSpec};
+use harness::vm::{Vm, VmSpec};
 
 use crate::cache::repo_root;
 use crate::flags::{MachineOpts, RunArgs};
@@ -26,16 +26,7 @@ pub fn machine(name: &str, o: &MachineOpts) -> Result<Machine> {
 pub fn spec(m: Machine, o: &MachineOpts, mode: GuestMode, log_dir: PathBuf) -> Result<VmSpec> {
     let images = crate::images::for_machine(&m, &o.source, o.kernel.as_ref())?;
     let accel = crate::accel::choose(o.accel, m.arch, &images.kernel)?;
-    Ok(VmSpec {
-        qemu: m.arch.qemu_binary().into(),
-        boot: BootOptions { accel, mode, ..Default::default() },
-        images,
-        machine: m,
-        log_dir,
-        timeouts: Timeouts::default(),
-        echo_console: false,
-        channel: harness::vm::Channel::Auto,
-    })
+    Ok(VmSpec::new(m, images, BootOptions { accel, mode, ..Default::default() }, log_dir))
 }
 
 /// Runs `cargo xtask run`.

@@ -17,7 +17,7 @@ use crate::flags::TestArgs;
 use crate::kernel::{self, Flavour};
 
 /// The kernel flavours the suite boots.
-const FLAVOURS: &[&str] = &["ppc64le-4k", "x86_64"];
+pub const FLAVOURS: &[&str] = &["ppc64le-4k", "x86_64"];
 
 /// Runs the suite.
 pub fn run(t: &TestArgs) -> Result<()> {

@@ -208,6 +208,14 @@ fn indent(lines: &[String]) -> String {
     s
 }
 
+/// How the agent reaches the host during boot.
+enum Link {
+    /// vsock: the agent dials the host port; we accept on this listener.
+    Vsock(std::os::unix::net::UnixListener),
+    /// virtio-serial: QEMU serves this unix socket; we connect and greet.
+    Serial(PathBuf),
+}
+
 /// How long each boot stage took, from QEMU's spawn.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BootTimings {
@@ -256,21 +264,29 @@ impl Vm {
         }
         std::fs::create_dir_all(&spec.log_dir).map_err(io_err(format!("creating {}", spec.log_dir.display())))?;
         let dir = tempfile::Builder::new().prefix("iobench-vm-").tempdir().map_err(io_err("creating the VM's temp dir"))?;
-        let backend = match (spec.channel, Backend::start(dir.path(), &spec.log_dir.join("vsock.log"))) {
-            (Channel::Serial, _) => None,
-            (_, Ok(b)) => Some(b),
-            (Channel::Auto, Err(VsockError::Missing)) => {
-                eprintln!("note: {} not found; the agent talks over a virtio-serial port instead", crate::vsock::BACKEND);
-                None
-            }
-            (_, Err(e)) => return Err(e.into()),
+        let backend = match spec.channel {
+            Channel::Serial => None,
+            channel => match Backend::start(dir.path(), &spec.log_dir.join("vsock.log")) {
+                Ok(b) => Some(b),
+                Err(VsockError::Missing) if channel == Channel::Auto => {
+                    eprintln!("note: {} not found; the agent talks over a virtio-serial port instead", crate::vsock::BACKEND);
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            },
         };
-        let listener = backend.as_ref().map(|b| b.listen(crate::proto::HOST_PORT)).transpose()?;
+        let link = match &backend {
+            Some(b) => Link::Vsock(b.listen(crate::proto::HOST_PORT)?),
+            None => Link::Serial(dir.path().join("agent.sock")),
+        };
         let files = BootFiles {
             kernel: spec.images.kernel.clone(),
             initramfs: spec.images.initramfs.clone(),
             vhost_socket: backend.as_ref().map(|b| b.vhost_socket.clone()),
-            serial_channel: backend.is_none().then(|| dir.path().join("agent.sock")),
+            serial_channel: match &link {
+                Link::Serial(sock) => Some(sock.clone()),
+                Link::Vsock(_) => None,
+            },
             qmp_socket: dir.path().join("qmp.sock"),
         };
         let args = qemu::args(&spec.machine, &files, &spec.boot);
@@ -302,13 +318,13 @@ impl Vm {
             return Ok(vm);
         }
         let reply = vm.spec.timeouts.agent_reply;
-        let agent = match (listener, files.serial_channel) {
-            (Some(listener), _) => vm.wait_for(|| match listener.accept() {
+        let agent = match link {
+            Link::Vsock(listener) => vm.wait_for(|| match listener.accept() {
                 Ok((s, _)) => Agent::over_unix(s, reply).map(Some),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
                 Err(e) => Err(AgentError::Io(e)),
             })?,
-            (None, Some(sock)) => {
+            Link::Serial(sock) => {
                 // The guest end opens late; greet from a thread so the watch loop stays live.
                 let ready = vm.spec.timeouts.agent_ready;
                 let (tx, rx) = std::sync::mpsc::channel();
@@ -328,7 +344,6 @@ impl Vm {
                     Err(_) => Ok(None),
                 })?
             }
-            (None, None) => unreachable!("either a vsock backend or a serial channel is attached"),
         };
         vm.timings.agent_ready = started.elapsed();
         vm.timings.first_output = vm.console.first_output().map(|t| t.duration_since(started));
@@ -346,20 +361,20 @@ impl Vm {
                 Err(e) => return Err(self.explain(e)),
             }
             let stage = self.stage();
-            if let Some(f) = self.console.fatal() {
+            if self.console.fatal().is_some() {
                 // Let the rest of the panic message reach the log.
                 let _ = self.qemu.wait_timeout(Duration::from_millis(300));
                 self.qemu.kill();
                 self.console.finish();
-                return Err(VmError::Kernel { kind: f.kind, stage, line: f.line, log: self.console_log(), tail: self.tail() });
             }
-            if let Some(status) = self.console.agent_exit() {
-                return Err(VmError::AgentCrashed { status, log: self.console_log(), tail: self.tail() });
+            if let Some(e) = self.console_verdict(stage) {
+                return Err(e);
             }
             if let Some(status) = self.qemu.try_wait().map_err(io_err("waiting for QEMU"))? {
+                // The console may still hold the reason (panic, agent exit): drain it first.
                 self.console.finish();
-                if let Some(f) = self.console.fatal() {
-                    return Err(VmError::Kernel { kind: f.kind, stage, line: f.line, log: self.console_log(), tail: self.tail() });
+                if let Some(e) = self.console_verdict(stage) {
+                    return Err(e);
                 }
                 return Err(VmError::QemuExited {
                     status: status.to_string(),
@@ -443,13 +458,17 @@ impl Vm {
 
     /// Wraps an agent error with this machine's console context.
     pub fn explain(&self, source: AgentError) -> VmError {
+        self.console_verdict("running").unwrap_or_else(|| self.agent_error(source))
+    }
+
+    /// What the console says went wrong, if anything: a fatal kernel event
+    /// first, else the init script's report that the agent exited.
+    fn console_verdict(&self, stage: &'static str) -> Option<VmError> {
         if let Some(f) = self.console.fatal() {
-            return VmError::Kernel { kind: f.kind, stage: "running", line: f.line, log: self.console_log(), tail: self.tail() };
+            return Some(VmError::Kernel { kind: f.kind, stage, line: f.line, log: self.console_log(), tail: self.tail() });
         }
-        if let Some(status) = self.console.agent_exit() {
-            return VmError::AgentCrashed { status, log: self.console_log(), tail: self.tail() };
-        }
-        self.agent_error(source)
+        let status = self.console.agent_exit()?;
+        Some(VmError::AgentCrashed { status, log: self.console_log(), tail: self.tail() })
     }
 
     /// Opens a new host→guest vsock session to the agent's listening port.

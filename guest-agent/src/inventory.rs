@@ -54,6 +54,8 @@ pub fn features() -> Vec<String> {
     let eeh = fs::read_to_string("/proc/powerpc/eeh").unwrap_or_default();
     has("eeh", eeh.contains("EEH Subsystem is enabled"));
     has("eeh-debugfs", Path::new("/sys/kernel/debug/powerpc/eeh_dev_break").exists());
+    f.extend(crate::ops::probed_features().into_iter().map(String::from));
+    f.sort();
     f
 }
 
@@ -66,21 +68,43 @@ pub fn collect() -> Inventory {
 pub fn bind_vfio(vendor: u16, device: u16) -> Result<Vec<String>, String> {
     let mut bound = Vec::new();
     for d in pci_devices().into_iter().filter(|d| d.vendor == vendor && d.device == device) {
-        if d.driver.as_deref() == Some("vfio-pci") {
-            bound.push(d.bdf);
-            continue;
-        }
-        let dev = Path::new(PCI).join(&d.bdf);
-        let w = |p: &Path, v: &str| fs::write(p, v).map_err(|e| format!("{}: {e}", p.display()));
-        w(&dev.join("driver_override"), "vfio-pci")?;
-        if d.driver.is_some() {
-            w(&dev.join("driver/unbind"), &d.bdf)?;
-        }
-        w(Path::new("/sys/bus/pci/drivers_probe"), &d.bdf)?;
-        match link_name(&dev.join("driver")) {
-            Some(drv) if drv == "vfio-pci" => bound.push(d.bdf),
-            other => return Err(format!("{} is bound to {other:?} after probing", d.bdf)),
-        }
+        bind_one(&d)?;
+        bound.push(d.bdf);
     }
     Ok(bound)
+}
+
+/// Binds one function to vfio-pci through `driver_override` (nothing to do if it already is).
+pub fn bind_one(d: &PciDevice) -> Result<(), String> {
+    if d.driver.as_deref() == Some("vfio-pci") {
+        return Ok(());
+    }
+    let dev = Path::new(PCI).join(&d.bdf);
+    let w = |p: &Path, v: &str| fs::write(p, v).map_err(|e| format!("{}: {e}", p.display()));
+    w(&dev.join("driver_override"), "vfio-pci")?;
+    if d.driver.is_some() {
+        w(&dev.join("driver/unbind"), &d.bdf)?;
+    }
+    w(Path::new("/sys/bus/pci/drivers_probe"), &d.bdf)?;
+    match link_name(&dev.join("driver")) {
+        Some(drv) if drv == "vfio-pci" => Ok(()),
+        other => Err(format!("{} is bound to {other:?} after probing", d.bdf)),
+    }
+}
+
+/// Finds a function by `"vvvv:dddd"` (the `index`-th match, by address) or by full address.
+pub fn find(spec: &str, index: u64) -> Result<PciDevice, String> {
+    let all = pci_devices();
+    if spec.matches(':').count() == 1 && !spec.contains('.') {
+        let (v, d) = spec.split_once(':').unwrap_or_default();
+        let (v, d) = (u16::from_str_radix(v, 16), u16::from_str_radix(d, 16));
+        let (Ok(v), Ok(d)) = (v, d) else { return Err(format!("{spec:?} is not vendor:device")) };
+        let matching: Vec<PciDevice> = all.into_iter().filter(|p| p.vendor == v && p.device == d).collect();
+        let n = matching.len();
+        return matching
+            .into_iter()
+            .nth(index as usize)
+            .ok_or_else(|| format!("no PCI function {spec} #{index} (the guest has {n})"));
+    }
+    all.into_iter().find(|p| p.bdf == spec).ok_or_else(|| format!("no PCI function at {spec}"))
 }

@@ -12,8 +12,12 @@
 //! line in a checksummed frame for consoles shared with printk.
 
 mod inventory;
+mod mem;
+mod ops;
+mod scenario;
 mod session;
 mod sys;
+mod uapi;
 mod vsock;
 
 use std::io::{BufReader, Write};

@@ -60,9 +60,8 @@ pub fn serve<R: BufRead, W: Write>(mut r: R, w: W, frames: bool) -> Result<End, 
             HostMsg::Inventory => out.send(&AgentMsg::Inventory(crate::inventory::collect()))?,
             HostMsg::Dmesg => out.send(&AgentMsg::Dmesg { lines: kmsg.read_new() })?,
             HostMsg::Run { scenario } => {
-                out.send(&AgentMsg::Error {
-                    message: format!("scenario {:?}: this agent has no operations yet", scenario.name),
-                })?;
+                let done = crate::scenario::run(&scenario, |step| out.send(&AgentMsg::Step(step.clone())))?;
+                out.send(&AgentMsg::Done(done))?;
             }
             HostMsg::Shutdown { poweroff } => {
                 out.send(&AgentMsg::Bye)?;

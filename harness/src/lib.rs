@@ -14,6 +14,8 @@ pub mod machine;
 pub mod process;
 pub mod qemu;
 pub mod qmp;
+pub mod report;
+pub mod scenario;
 pub mod vm;
 pub mod vsock;
 

@@ -178,6 +178,12 @@ pub struct RunArgs {
     /// Start QEMU's gdbstub (halted) and print the gdb command.
     #[arg(long)]
     pub gdb: bool,
+    /// Run these scenario files (any path; no rebuild needed) and print each step.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["shell", "gdb"])]
+    pub scenario: Vec<PathBuf>,
+    /// Run a scenario even if its `machines` list does not name this machine.
+    #[arg(long, requires = "scenario")]
+    pub any_machine: bool,
     /// Machine options.
     #[command(flatten)]
     pub opts: MachineOpts,

@@ -1,14 +1,17 @@
 //! `cargo xtask run`: boot one machine and talk to it.
 //!
 //! Default: boot, greet the agent, print its inventory, power off, print
-//! boot timings.  `--shell`: the guest console on this terminal.  `--gdb`:
+//! boot timings.  `--scenario FILE`: also run scenario files (checked before
+//! the boot) and print a table of expected vs actual per step.  `--shell`: the guest console on this terminal.  `--gdb`:
 //! QEMU's gdbstub, halted at start, with the gdb command to attach.
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use harness::machine::{Machine, Overrides, Size};
 use harness::qemu::{BootOptions, GuestMode};
+use harness::report;
+use harness::scenario::{ScenarioFile, run_on};
 use harness::vm::{Vm, VmSpec};
 
 use crate::cache::repo_root;
@@ -32,6 +35,7 @@ pub fn spec(m: Machine, o: &MachineOpts, mode: GuestMode, log_dir: PathBuf) -> R
 /// Runs `cargo xtask run`.
 pub fn run(a: &RunArgs) -> Result<()> {
     let m = machine(&a.machine, &a.opts)?;
+    let scenarios = load_scenarios(&a.scenario, &m.name, a.any_machine)?;
     crate::setup::require(&[m.arch.qemu_binary(), harness::vsock::BACKEND])?;
     let log_dir = repo_root().join("target/iobench/run").join(&m.name);
     let mode = if a.shell || a.gdb { GuestMode::Shell } else { GuestMode::Agent };
@@ -59,10 +63,58 @@ pub fn run(a: &RunArgs) -> Result<()> {
         let group = d.iommu_group.map(|g| g.to_string()).unwrap_or_else(|| "-".into());
         println!("  {:<14} {:04x}:{:04x}  {:06x}   {:<6} {}", d.bdf, d.vendor, d.device, d.class, group, d.driver.as_deref().unwrap_or("-"));
     }
+    let mut failed = Vec::new();
+    for file in &scenarios {
+        if !run_one(&mut vm, file, &inv.features) {
+            failed.push(file.name().to_string());
+        }
+    }
     let log = vm.console_log();
     let off = vm.poweroff()?;
     println!("  boot-to-agent-ready {:.3} s, poweroff {:.3} s; console log: {}", ready.as_secs_f64(), off.as_secs_f64(), log.display());
+    if !failed.is_empty() {
+        bail!("{} of {} scenarios failed: {}", failed.len(), scenarios.len(), failed.join(", "));
+    }
     Ok(())
+}
+
+/// Loads and checks scenario files before anything boots.
+fn load_scenarios(paths: &[PathBuf], machine: &str, any_machine: bool) -> Result<Vec<ScenarioFile>> {
+    let root = repo_root().join("scenarios");
+    let mut out = Vec::new();
+    for p in paths {
+        let abs = std::path::absolute(p).with_context(|| format!("{}", p.display()))?;
+        let file = ScenarioFile::load(&abs, abs.starts_with(&root).then_some(root.as_path()))?;
+        if !any_machine && !file.applies_to(machine) {
+            bail!(
+                "{}: scenario {} is for machines [{}], not {machine} (pick one with --machine, or force with --any-machine)",
+                p.display(),
+                file.name(),
+                file.machines.join(", ")
+            );
+        }
+        out.push(file);
+    }
+    Ok(out)
+}
+
+/// Runs one scenario, printing each step as it arrives; true if it passed or was skipped.
+fn run_one(vm: &mut Vm, file: &ScenarioFile, features: &[String]) -> bool {
+    println!("\nscenario {} — {}", file.name(), file.description);
+    let missing = file.missing_features(features);
+    if !missing.is_empty() {
+        println!("  skipped: the guest lacks {}", missing.join(", "));
+        return true;
+    }
+    println!("{}", report::header());
+    let result = run_on(vm, file, |r| println!("{}", report::row(file, r)));
+    if result.passed() {
+        println!("  passed ({} steps)", result.results.len());
+        true
+    } else {
+        eprintln!("{}", result.failure_report(file, vm));
+        false
+    }
 }
 
 /// The guest console on this terminal until the guest powers off.

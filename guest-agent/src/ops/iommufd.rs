@@ -1,0 +1,287 @@
+//! iommufd: IOAS alloc/map/unmap/copy/ranges/allow, options, HWPT and
+//! hardware info, plus the selftest mock domain and access objects
+//! (`IOMMU_TEST_CMD`, present with `CONFIG_IOMMUFD_TEST`).
+
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::scenario::{Args, Ctx, Object, OpError, OpResult};
+use crate::uapi::{IommuTestCmd, argsz, iofd, iommufd_ioctl as io, ioctl_ptr, test_op};
+
+fn id(v: u32) -> Value {
+    Value::from(v)
+}
+
+/// `iommufd.open`.
+pub fn open(ctx: &mut Ctx, _args: &Args) -> OpResult {
+    let f = std::fs::OpenOptions::new().read(true).write(true).open("/dev/iommu").map_err(|e| match e.raw_os_error() {
+        Some(code) => OpError::Errno(code),
+        None => OpError::Error(format!("/dev/iommu: {e}")),
+    })?;
+    Ok(ctx.add(Object::Fd { kind: "iommufd", fd: f.into() }, json!({})))
+}
+
+/// Whether the selftest command answers on this kernel (an unknown op gives
+/// EOPNOTSUPP with `IOMMUFD_TEST`, ENOTTY without).
+pub fn selftest_present() -> bool {
+    let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(Path::new("/dev/iommu")) else { return false };
+    let fd: OwnedFd = f.into();
+    let mut cmd = IommuTestCmd::new(0xffff, 0);
+    matches!(ioctl_ptr(std::os::fd::AsFd::as_fd(&fd), io::TEST_CMD, &mut cmd), Err(e) if e.0 != libc::ENOTTY)
+}
+
+/// `iommufd.destroy`.
+pub fn destroy(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let mut d = iofd::iommu_destroy { size: argsz::<iofd::iommu_destroy>(), id: args.u32("id")? };
+    ioctl_ptr(ctx.fd(args, "iommufd")?, io::DESTROY, &mut d).map(Value::from).map_err(Into::into)
+}
+
+/// `ioas.alloc`.
+pub fn ioas_alloc(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let mut a = iofd::iommu_ioas_alloc { size: argsz::<iofd::iommu_ioas_alloc>(), ..Default::default() };
+    ioctl_ptr(ctx.fd(args, "iommufd")?, io::IOAS_ALLOC, &mut a)?;
+    Ok(id(a.out_ioas_id))
+}
+
+/// `ioas.iova_ranges`: the usable IOVA ranges (holes of the reserved tree).
+pub fn iova_ranges(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let fd = ctx.fd(args, "iommufd")?;
+    let mut ranges = vec![iofd::iommu_iova_range::default(); 8];
+    loop {
+        let mut r = iofd::iommu_ioas_iova_ranges {
+            size: argsz::<iofd::iommu_ioas_iova_ranges>(),
+            ioas_id: args.u32("ioas")?,
+            num_iovas: ranges.len() as u32,
+            allowed_iovas: ranges.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        match ioctl_ptr(fd, io::IOAS_IOVA_RANGES, &mut r) {
+            Ok(_) => {
+                let list: Vec<Value> =
+                    ranges[..r.num_iovas as usize].iter().map(|x| json!([x.start, x.last])).collect();
+                return Ok(json!({ "ranges": list, "alignment": r.out_iova_alignment }));
+            }
+            Err(e) if e.0 == libc::EMSGSIZE && r.num_iovas as usize > ranges.len() => {
+                ranges.resize(r.num_iovas as usize, Default::default());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// `ioas.allow_iovas`.
+pub fn allow_iovas(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let list = args.get("ranges")?.as_array().ok_or("ranges: expected an array")?;
+    let mut ranges = Vec::new();
+    for (i, pair) in list.iter().enumerate() {
+        let p = pair.as_array().filter(|p| p.len() == 2).ok_or_else(|| format!("ranges[{i}]: expected [start, last]"))?;
+        let n = |v: &Value| iobench_proto::ops::parse_u64(v).map_err(|e| format!("ranges[{i}]: {e}"));
+        ranges.push(iofd::iommu_iova_range { start: n(&p[0])?, last: n(&p[1])? });
+    }
+    let mut a = iofd::iommu_ioas_allow_iovas {
+        size: argsz::<iofd::iommu_ioas_allow_iovas>(),
+        ioas_id: args.u32("ioas")?,
+        num_iovas: ranges.len() as u32,
+        allowed_iovas: ranges.as_ptr() as u64,
+        ..Default::default()
+    };
+    ioctl_ptr(ctx.fd(args, "iommufd")?, io::IOAS_ALLOW_IOVAS, &mut a).map(Value::from).map_err(Into::into)
+}
+
+fn map_flags(args: &Args, fixed: bool) -> Result<u32, OpError> {
+    let mut flags = 0;
+    if fixed {
+        flags |= iofd::iommufd_ioas_map_flags_IOMMU_IOAS_MAP_FIXED_IOVA;
+    }
+    if args.bool_or("read", true)? {
+        flags |= iofd::iommufd_ioas_map_flags_IOMMU_IOAS_MAP_READABLE;
+    }
+    if args.bool_or("write", true)? {
+        flags |= iofd::iommufd_ioas_map_flags_IOMMU_IOAS_MAP_WRITEABLE;
+    }
+    Ok(flags)
+}
+
+/// `ioas.map`: fixed IOVA if given, else the kernel picks one.
+pub fn map(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let (buf, offset, length) = ctx.buffer_range(args)?;
+    let iova = args.opt_u64("iova")?;
+    let mut m = iofd::iommu_ioas_map {
+        size: argsz::<iofd::iommu_ioas_map>(),
+        flags: map_flags(args, iova.is_some())?,
+        ioas_id: args.u32("ioas")?,
+        user_va: buf.addr(offset),
+        length,
+        iova: iova.unwrap_or(0),
+        ..Default::default()
+    };
+    ioctl_ptr(ctx.fd(args, "iommufd")?, io::IOAS_MAP, &mut m)?;
+    Ok(m.iova.into())
+}
+
+/// `ioas.unmap`: yields the length unmapped.
+pub fn unmap(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let mut u = iofd::iommu_ioas_unmap {
+        size: argsz::<iofd::iommu_ioas_unmap>(),
+        ioas_id: args.u32("ioas")?,
+        iova: args.u64("iova")?,
+        length: args.u64("length")?,
+    };
+    ioctl_ptr(ctx.fd(args, "iommufd")?, io::IOAS_UNMAP, &mut u)?;
+    Ok(u.length.into())
+}
+
+/// `ioas.copy`: yields the destination IOVA.
+pub fn copy(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let dst = args.opt_u64("dst_iova")?;
+    let mut c = iofd::iommu_ioas_copy {
+        size: argsz::<iofd::iommu_ioas_copy>(),
+        flags: map_flags(args, dst.is_some())?,
+        dst_ioas_id: args.u32("dst_ioas")?,
+        src_ioas_id: args.u32("src_ioas")?,
+        length: args.u64("length")?,
+        dst_iova: dst.unwrap_or(0),
+        src_iova: args.u64("src_iova")?,
+    };
+    ioctl_ptr(ctx.fd(args, "iommufd")?, io::IOAS_COPY, &mut c)?;
+    Ok(c.dst_iova.into())
+}
+
+/// `iommufd.option`: set if `value` is given, else get.
+pub fn option(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let option_id = match args.str("option")? {
+        "rlimit_mode" => iofd::iommufd_option_IOMMU_OPTION_RLIMIT_MODE,
+        _ => iofd::iommufd_option_IOMMU_OPTION_HUGE_PAGES,
+    };
+    let value = args.opt_u64("value")?;
+    let mut o = iofd::iommu_option {
+        size: argsz::<iofd::iommu_option>(),
+        option_id,
+        op: if value.is_some() {
+            iofd::iommufd_option_ops_IOMMU_OPTION_OP_SET
+        } else {
+            iofd::iommufd_option_ops_IOMMU_OPTION_OP_GET
+        } as u16,
+        object_id: args.u64_or("object_id", 0)? as u32,
+        val64: value.unwrap_or(0),
+        ..Default::default()
+    };
+    ioctl_ptr(ctx.fd(args, "iommufd")?, io::OPTION, &mut o)?;
+    Ok(o.val64.into())
+}
+
+/// `hwpt.alloc`.
+pub fn hwpt_alloc(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let mut h = iofd::iommu_hwpt_alloc {
+        size: argsz::<iofd::iommu_hwpt_alloc>(),
+        flags: args.u64_or("flags", 0)? as u32,
+        dev_id: args.u32("dev_id")?,
+        pt_id: args.u32("pt_id")?,
+        ..Default::default()
+    };
+    ioctl_ptr(ctx.fd(args, "iommufd")?, io::HWPT_ALLOC, &mut h)?;
+    Ok(id(h.out_hwpt_id))
+}
+
+/// `iommufd.hw_info`.
+pub fn hw_info(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let mut data = [0u8; 64];
+    // SAFETY: iommu_hw_info is plain old data; all-zero is its valid default.
+    let mut h: iofd::iommu_hw_info = unsafe { std::mem::zeroed() };
+    h.size = argsz::<iofd::iommu_hw_info>();
+    h.dev_id = args.u32("dev_id")?;
+    h.data_len = data.len() as u32;
+    h.data_uptr = data.as_mut_ptr() as u64;
+    ioctl_ptr(ctx.fd(args, "iommufd")?, io::GET_HW_INFO, &mut h)?;
+    // SAFETY: reading the out member of a union of two u32s.
+    let ty = unsafe { h.__bindgen_anon_1.out_data_type };
+    let kind = match ty {
+        0 => "none",
+        1 => "intel_vtd",
+        0xfeed_beef => "selftest",
+        _ => "other",
+    };
+    Ok(json!({ "type": ty, "kind": kind, "capabilities": h.out_capabilities, "data_len": h.data_len }))
+}
+
+fn test_cmd(fd: BorrowedFd<'_>, cmd: &mut IommuTestCmd) -> Result<(), OpError> {
+    ioctl_ptr(fd, io::TEST_CMD, cmd).map(|_| ()).map_err(Into::into)
+}
+
+/// `mock.domain`: a mock device bound and attached to the IOAS.
+pub fn mock_domain(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let mut c = IommuTestCmd::new(test_op::MOCK_DOMAIN, args.u32("ioas")?);
+    test_cmd(ctx.fd(args, "iommufd")?, &mut c)?;
+    Ok(json!({ "stdev_id": c.word(0), "hwpt_id": c.word(1), "idev_id": c.word(2) }))
+}
+
+/// `mock.domain_replace`.
+pub fn mock_domain_replace(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let mut c = IommuTestCmd::new(test_op::MOCK_DOMAIN_REPLACE, args.u32("stdev_id")?);
+    c.set_word(0, args.u32("pt_id")?);
+    test_cmd(ctx.fd(args, "iommufd")?, &mut c)?;
+    Ok(c.word(0).into())
+}
+
+/// `mock.add_reserved`.
+pub fn add_reserved(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let mut c = IommuTestCmd::new(test_op::ADD_RESERVED, args.u32("ioas")?);
+    c.u[0] = args.u64("start")?;
+    c.u[1] = args.u64("length")?;
+    test_cmd(ctx.fd(args, "iommufd")?, &mut c).map(|_| Value::Null)
+}
+
+/// `mock.check_map`: the mock domain's page table maps the IOVA range to the buffer.
+pub fn check_map(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let (buf, offset, length) = ctx.buffer_range(args)?;
+    let mut c = IommuTestCmd::new(test_op::MD_CHECK_MAP, args.u32("hwpt")?);
+    c.u[0] = args.u64("iova")?;
+    c.u[1] = length;
+    c.u[2] = buf.addr(offset);
+    test_cmd(ctx.fd(args, "iommufd")?, &mut c).map(|_| Value::Null)
+}
+
+/// `mock.access_create`: an in-kernel "access" (like an mdev) on the IOAS.
+pub fn access_create(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let mut c = IommuTestCmd::new(test_op::CREATE_ACCESS, args.u32("ioas")?);
+    if args.bool_or("pin_pages", false)? {
+        c.set_word(1, test_op::ACCESS_CREATE_NEEDS_PIN_PAGES);
+    }
+    test_cmd(ctx.fd(args, "iommufd")?, &mut c)?;
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(c.word(0) as i32) };
+    Ok(ctx.add(Object::Fd { kind: "access", fd }, json!({ "access_fd": c.word(0) })))
+}
+
+fn access_id(ctx: &Ctx, args: &Args) -> Result<u32, OpError> {
+    Ok(std::os::fd::AsRawFd::as_raw_fd(&ctx.fd(args, "access")?) as u32)
+}
+
+/// `mock.access_rw`: the kernel reads (or with `write`, writes) the IOVA range through the access.
+pub fn access_rw(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let (buf, offset, length) = ctx.buffer_range(args)?;
+    let mut c = IommuTestCmd::new(test_op::ACCESS_RW, access_id(ctx, args)?);
+    c.u[0] = args.u64("iova")?;
+    c.u[1] = length;
+    c.u[2] = buf.addr(offset);
+    if args.bool_or("write", false)? {
+        c.set_word(6, test_op::ACCESS_RW_WRITE);
+    }
+    test_cmd(ctx.fd(args, "iommufd")?, &mut c).map(|_| Value::Null)
+}
+
+/// `mock.access_pages`: pins the IOVA range through the access; yields the pages id.
+pub fn access_pages(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let (buf, offset, length) = ctx.buffer_range(args)?;
+    let mut c = IommuTestCmd::new(test_op::ACCESS_PAGES, access_id(ctx, args)?);
+    if args.bool_or("write", false)? {
+        c.set_word(0, test_op::ACCESS_WRITE);
+    }
+    c.u[1] = args.u64("iova")?;
+    c.u[2] = length;
+    c.u[3] = buf.addr(offset);
+    test_cmd(ctx.fd(args, "iommufd")?, &mut c)?;
+    Ok(c.word(1).into())
+}

@@ -1,0 +1,201 @@
+//! The agent's operations, one function per entry of
+//! `iobench_proto::ops::OPS`, grouped by interface: [`vfio`] (container,
+//! group, device, sPAPR windows, EEH), [`iommufd`] (IOAS, HWPT, mock domain),
+//! [`edu`] (device DMA), and here the generic ones (memory, checks, files,
+//! the kernel log).
+
+pub mod edu;
+pub mod iommufd;
+pub mod vfio;
+
+use iobench_proto::ops::{parse_u64, value_matches};
+use serde_json::{Value, json};
+
+use crate::mem::Buffer;
+use crate::scenario::{Args, Ctx, Object, OpError, OpResult};
+
+type OpFn = fn(&mut Ctx, &Args) -> OpResult;
+
+/// Every operation's implementation, by catalogue name.
+pub const TABLE: &[(&str, OpFn)] = &[
+    ("check", check),
+    ("close", |ctx, args| ctx.close(args)),
+    ("edu.dma", edu::dma),
+    ("eeh.pe_op", vfio::eeh_pe_op),
+    ("file.read", file_read),
+    ("file.write", file_write),
+    ("hwpt.alloc", iommufd::hwpt_alloc),
+    ("ioas.alloc", iommufd::ioas_alloc),
+    ("ioas.allow_iovas", iommufd::allow_iovas),
+    ("ioas.copy", iommufd::copy),
+    ("ioas.iova_ranges", iommufd::iova_ranges),
+    ("ioas.map", iommufd::map),
+    ("ioas.unmap", iommufd::unmap),
+    ("iommufd.destroy", iommufd::destroy),
+    ("iommufd.hw_info", iommufd::hw_info),
+    ("iommufd.open", iommufd::open),
+    ("iommufd.option", iommufd::option),
+    ("kernel.log_contains", log_contains),
+    ("mem.alloc", mem_alloc),
+    ("mem.check", mem_check),
+    ("mem.fill", mem_fill),
+    ("mock.access_create", iommufd::access_create),
+    ("mock.access_pages", iommufd::access_pages),
+    ("mock.access_rw", iommufd::access_rw),
+    ("mock.add_reserved", iommufd::add_reserved),
+    ("mock.check_map", iommufd::check_map),
+    ("mock.domain", iommufd::mock_domain),
+    ("mock.domain_replace", iommufd::mock_domain_replace),
+    ("pci.bind_vfio", vfio::bind),
+    ("spapr.create_window", vfio::create_window),
+    ("spapr.register_memory", vfio::register_memory),
+    ("spapr.remove_window", vfio::remove_window),
+    ("spapr.tce_info", vfio::tce_info),
+    ("spapr.unregister_memory", vfio::unregister_memory),
+    ("vfio.cdev_attach", vfio::cdev_attach),
+    ("vfio.cdev_bind", vfio::cdev_bind),
+    ("vfio.cdev_detach", vfio::cdev_detach),
+    ("vfio.cdev_open", vfio::cdev_open),
+    ("vfio.check_extension", vfio::check_extension),
+    ("vfio.container_open", vfio::container_open),
+    ("vfio.device_info", vfio::device_info),
+    ("vfio.device_open", vfio::device_open),
+    ("vfio.device_reset", vfio::device_reset),
+    ("vfio.group_open", vfio::group_open),
+    ("vfio.group_set_container", vfio::group_set_container),
+    ("vfio.group_status", vfio::group_status),
+    ("vfio.group_unset_container", vfio::group_unset_container),
+    ("vfio.map_dma", vfio::map_dma),
+    ("vfio.region_read", vfio::region_read),
+    ("vfio.region_write", vfio::region_write),
+    ("vfio.set_iommu", vfio::set_iommu),
+    ("vfio.unmap_dma", vfio::unmap_dma),
+];
+
+/// Runs one operation.
+pub fn dispatch(ctx: &mut Ctx, op: &str, args: &Args) -> OpResult {
+    match TABLE.iter().find(|(name, _)| *name == op) {
+        Some((_, f)) => f(ctx, args),
+        None => Err(OpError::Error(format!(
+            "this agent has no operation {op:?} (agent {} is older or newer than the host)",
+            env!("CARGO_PKG_VERSION")
+        ))),
+    }
+}
+
+fn mem_alloc(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let size = args.u64("size")?;
+    let buf = Buffer::new(size as usize, args.bool_or("hugetlb", false)?)?;
+    if args.opt("fill").is_some() {
+        buf.fill(args.pattern("fill")?, 0, size);
+    }
+    let addr = buf.addr(0);
+    Ok(ctx.add(Object::Buffer(buf), json!({ "size": size, "addr": addr })))
+}
+
+fn mem_fill(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let (buf, offset, length) = ctx.buffer_range(args)?;
+    buf.fill(args.pattern("pattern")?, offset, length);
+    Ok(Value::Null)
+}
+
+fn mem_check(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let (buf, offset, length) = ctx.buffer_range(args)?;
+    buf.check(args.pattern("pattern")?, offset, length).map(|_| Value::Null).map_err(OpError::Error)
+}
+
+fn file_read(_ctx: &mut Ctx, args: &Args) -> OpResult {
+    let path = args.str("path")?;
+    match std::fs::read(path) {
+        Ok(b) => Ok(Value::String(String::from_utf8_lossy(&b).trim().to_string())),
+        Err(e) => Err(e.raw_os_error().map(OpError::Errno).unwrap_or_else(|| OpError::Error(format!("{path}: {e}")))),
+    }
+}
+
+fn file_write(_ctx: &mut Ctx, args: &Args) -> OpResult {
+    let path = args.str("path")?;
+    match std::fs::write(path, args.str("data")?) {
+        Ok(()) => Ok(Value::Null),
+        Err(e) => Err(e.raw_os_error().map(OpError::Errno).unwrap_or_else(|| OpError::Error(format!("{path}: {e}")))),
+    }
+}
+
+fn log_contains(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let text = args.str("text")?;
+    ctx.refresh_log();
+    match ctx.log.iter().find(|l| l.contains(text)) {
+        Some(line) => Ok(Value::String(line.clone())),
+        None => Err(OpError::Error(format!(
+            "no kernel log line since the scenario began contains {text:?} ({} lines seen)",
+            ctx.log.len()
+        ))),
+    }
+}
+
+/// `check`: compares `value` with each comparison given; all must hold.
+fn check(_ctx: &mut Ctx, args: &Args) -> OpResult {
+    let value = args.get("value")?;
+    let num = || parse_u64(value).map_err(|e| OpError::Error(format!("value: {e}")));
+    let mut failed = Vec::new();
+    if let Some(want) = args.opt("eq") {
+        if !value_matches(want, value) {
+            failed.push(format!("{value} != {want}"));
+        }
+    }
+    if let Some(want) = args.opt("ne") {
+        if value_matches(want, value) {
+            failed.push(format!("{value} == {want}"));
+        }
+    }
+    if let Some(Value::String(needle)) = args.opt("contains") {
+        if !value.as_str().is_some_and(|v| v.contains(needle.as_str())) {
+            failed.push(format!("{value} does not contain {needle:?}"));
+        }
+    }
+    type Cmp = fn(u64, u64) -> bool;
+    let comparisons: [(&str, &str, Cmp); 6] = [
+        ("lt", "<", |a, b| a < b),
+        ("le", "<=", |a, b| a <= b),
+        ("gt", ">", |a, b| a > b),
+        ("ge", ">=", |a, b| a >= b),
+        ("bits_set", "has all bits of", |a, b| a & b == b),
+        ("bits_clear", "has none of the bits of", |a, b| a & b == 0),
+    ];
+    for (key, word, f) in comparisons {
+        if let Some(b) = args.opt_u64(key)? {
+            let a = num()?;
+            if !f(a, b) {
+                failed.push(format!("{a:#x} {word} {b:#x} is false"));
+            }
+        }
+    }
+    if failed.is_empty() { Ok(value.clone()) } else { Err(OpError::Error(failed.join("; "))) }
+}
+
+/// Feature names for the inventory that need an ioctl to find out.
+pub fn probed_features() -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/vfio/vfio") {
+        let fd = std::os::fd::AsFd::as_fd(&f);
+        if vfio::container_has(fd, "type1v2") {
+            out.push("vfio-type1v2");
+        }
+        if vfio::container_has(fd, "spapr-v2") {
+            out.push("vfio-spapr-tce-v2");
+        }
+    }
+    if iommufd::selftest_present() {
+        out.push("iommufd-test");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_catalogue_op_has_an_implementation_and_back() {
+        let table: Vec<&str> = super::TABLE.iter().map(|(n, _)| *n).collect();
+        let catalogue: Vec<&str> = iobench_proto::ops::OPS.iter().map(|o| o.name).collect();
+        assert_eq!(table, catalogue);
+    }
+}

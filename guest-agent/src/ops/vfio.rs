@@ -1,0 +1,366 @@
+//! Legacy VFIO: container, group and device fds, region access, type1 and
+//! sPAPR TCE v2 mapping, sPAPR DMA windows, and `VFIO_EEH_PE_OP`.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use iobench_proto::ops::{EEH_OPS, VFIO_EXTENSIONS};
+use serde_json::{Value, json};
+
+use crate::scenario::{Args, Ctx, Object, OpError, OpResult};
+use crate::uapi::{argsz, ioctl_ptr, ioctl_val, vfio, vfio_ioctl as io};
+
+fn open_rw(path: &Path) -> Result<OwnedFd, OpError> {
+    match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => Ok(f.into()),
+        Err(e) => match e.raw_os_error() {
+            Some(code) => Err(OpError::Errno(code)),
+            None => Err(OpError::Error(format!("{}: {e}", path.display()))),
+        },
+    }
+}
+
+fn extension(name: &str) -> Result<u32, OpError> {
+    VFIO_EXTENSIONS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| OpError::Error(format!("unknown VFIO extension {name:?}")))
+}
+
+/// Whether an open container offers an extension (false on any error).
+pub fn container_has(fd: BorrowedFd<'_>, name: &str) -> bool {
+    extension(name).is_ok_and(|e| ioctl_val(fd, io::CHECK_EXTENSION, e.into()).is_ok_and(|r| r > 0))
+}
+
+fn function(args: &Args) -> Result<iobench_proto::PciDevice, OpError> {
+    let spec = args.str("device")?;
+    crate::inventory::find(spec, args.u64_or("index", 0)?).map_err(OpError::Error)
+}
+
+/// `pci.bind_vfio`.
+pub fn bind(_ctx: &mut Ctx, args: &Args) -> OpResult {
+    let f = function(args)?;
+    crate::inventory::bind_one(&f).map_err(OpError::Error)?;
+    Ok(Value::String(f.bdf))
+}
+
+/// `vfio.container_open`.
+pub fn container_open(ctx: &mut Ctx, _args: &Args) -> OpResult {
+    let fd = open_rw(Path::new("/dev/vfio/vfio"))?;
+    Ok(ctx.add(Object::Fd { kind: "container", fd }, json!({})))
+}
+
+/// `vfio.group_open`.
+pub fn group_open(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let f = function(args)?;
+    let group = f.iommu_group.ok_or_else(|| format!("{} is in no IOMMU group", f.bdf))?;
+    if f.driver.as_deref() != Some("vfio-pci") {
+        return Err(OpError::Error(format!(
+            "{} is bound to {:?}, not vfio-pci (add a pci.bind_vfio step)",
+            f.bdf, f.driver
+        )));
+    }
+    let fd = open_rw(&Path::new("/dev/vfio").join(group.to_string()))?;
+    Ok(ctx.add(Object::Fd { kind: "group", fd }, json!({ "group": group, "bdf": f.bdf })))
+}
+
+/// `vfio.group_status`.
+pub fn group_status(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let mut st = vfio::vfio_group_status { argsz: argsz::<vfio::vfio_group_status>(), flags: 0 };
+    ioctl_ptr(ctx.fd(args, "group")?, io::GROUP_GET_STATUS, &mut st)?;
+    Ok(json!({
+        "viable": st.flags & vfio::VFIO_GROUP_FLAGS_VIABLE != 0,
+        "container_set": st.flags & vfio::VFIO_GROUP_FLAGS_CONTAINER_SET != 0,
+    }))
+}
+
+/// `vfio.group_set_container`.
+pub fn group_set_container(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let mut container = ctx.fd(args, "container")?.as_raw_fd();
+    ioctl_ptr(ctx.fd(args, "group")?, io::GROUP_SET_CONTAINER, &mut container).map(Value::from).map_err(Into::into)
+}
+
+/// `vfio.group_unset_container`.
+pub fn group_unset_container(ctx: &mut Ctx, args: &Args) -> OpResult {
+    ioctl_val(ctx.fd(args, "group")?, io::GROUP_UNSET_CONTAINER, 0).map(Value::from).map_err(Into::into)
+}
+
+/// `vfio.check_extension`.
+pub fn check_extension(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let ext = extension(args.str("extension")?)?;
+    ioctl_val(ctx.fd(args, "container")?, io::CHECK_EXTENSION, ext.into()).map(Value::from).map_err(Into::into)
+}
+
+/// `vfio.set_iommu`.
+pub fn set_iommu(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let ext = extension(args.str("type")?)?;
+    ioctl_val(ctx.fd(args, "container")?, io::SET_IOMMU, ext.into()).map(Value::from).map_err(Into::into)
+}
+
+/// `vfio.device_open`.
+pub fn device_open(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let f = function(args)?;
+    let mut name = f.bdf.clone().into_bytes();
+    name.push(0);
+    // SAFETY: GET_DEVICE_FD takes a NUL-terminated device name.
+    let r = unsafe { libc::ioctl(ctx.fd(args, "group")?.as_raw_fd(), io::GROUP_GET_DEVICE_FD, name.as_ptr()) };
+    if r < 0 {
+        return Err(crate::uapi::Errno::last().into());
+    }
+    // SAFETY: the ioctl returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(r) };
+    Ok(ctx.add(Object::Fd { kind: "device", fd }, json!({ "bdf": f.bdf })))
+}
+
+/// `vfio.device_info`.
+pub fn device_info(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let mut info = vfio::vfio_device_info { argsz: argsz::<vfio::vfio_device_info>(), ..Default::default() };
+    ioctl_ptr(ctx.fd(args, "device")?, io::DEVICE_GET_INFO, &mut info)?;
+    Ok(json!({ "flags": info.flags, "num_regions": info.num_regions, "num_irqs": info.num_irqs }))
+}
+
+/// `vfio.device_reset`.
+pub fn device_reset(ctx: &mut Ctx, args: &Args) -> OpResult {
+    ioctl_val(ctx.fd(args, "device")?, io::DEVICE_RESET, 0).map(Value::from).map_err(Into::into)
+}
+
+/// Offset and size of a device region in the device fd.
+pub fn region(fd: BorrowedFd<'_>, index: u32) -> Result<(u64, u64), OpError> {
+    let mut info = vfio::vfio_region_info { argsz: argsz::<vfio::vfio_region_info>(), index, ..Default::default() };
+    ioctl_ptr(fd, io::DEVICE_GET_REGION_INFO, &mut info)?;
+    Ok((info.offset, info.size))
+}
+
+/// Whether emulated device registers are big-endian: QEMU's `DEVICE_NATIVE_ENDIAN`
+/// devices (edu) are big-endian on `qemu-system-ppc64`, little-endian on x86.
+const DEVICE_BIG_ENDIAN: bool = cfg!(target_arch = "powerpc64");
+
+fn with_file<T>(fd: BorrowedFd<'_>, f: impl FnOnce(&File) -> std::io::Result<T>) -> Result<T, OpError> {
+    let file = File::from(fd.try_clone_to_owned().map_err(|e| format!("dup: {e}"))?);
+    f(&file).map_err(|e| match e.raw_os_error() {
+        Some(code) => OpError::Errno(code),
+        None => OpError::Error(e.to_string()),
+    })
+}
+
+/// Reads a 4- or 8-byte register with one `pread` (edu faults on smaller accesses).
+pub fn read_reg(fd: BorrowedFd<'_>, region_index: u32, offset: u64, width: u64) -> Result<u64, OpError> {
+    let (base, size) = region(fd, region_index)?;
+    check_access(offset, width, size)?;
+    let mut buf = [0u8; 8];
+    let w = width as usize;
+    let n = with_file(fd, |f| f.read_at(&mut buf[..w], base + offset))?;
+    if n != w {
+        return Err(OpError::Error(format!("short read: {n} of {w} bytes")));
+    }
+    Ok(match (w, DEVICE_BIG_ENDIAN) {
+        (4, true) => u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]).into(),
+        (4, false) => u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]).into(),
+        (_, true) => u64::from_be_bytes(buf),
+        (_, false) => u64::from_le_bytes(buf),
+    })
+}
+
+/// Writes a 4- or 8-byte register with one `pwrite`.
+pub fn write_reg(fd: BorrowedFd<'_>, region_index: u32, offset: u64, width: u64, value: u64) -> Result<(), OpError> {
+    let (base, size) = region(fd, region_index)?;
+    check_access(offset, width, size)?;
+    let bytes: Vec<u8> = match (width, DEVICE_BIG_ENDIAN) {
+        (4, true) => (value as u32).to_be_bytes().to_vec(),
+        (4, false) => (value as u32).to_le_bytes().to_vec(),
+        (_, true) => value.to_be_bytes().to_vec(),
+        (_, false) => value.to_le_bytes().to_vec(),
+    };
+    let n = with_file(fd, |f| f.write_at(&bytes, base + offset))?;
+    if n != bytes.len() {
+        return Err(OpError::Error(format!("short write: {n} of {} bytes", bytes.len())));
+    }
+    Ok(())
+}
+
+fn check_access(offset: u64, width: u64, size: u64) -> Result<(), OpError> {
+    if width != 4 && width != 8 {
+        return Err(OpError::Error(format!("width must be 4 or 8, not {width}")));
+    }
+    if offset % width != 0 || offset + width > size {
+        return Err(OpError::Error(format!("{width}-byte access at {offset:#x} in a {size:#x}-byte region")));
+    }
+    Ok(())
+}
+
+/// Sets PCI_COMMAND_MEMORY and PCI_COMMAND_MASTER through the config region, so the device may DMA.
+pub fn enable_bus_master(fd: BorrowedFd<'_>) -> Result<(), OpError> {
+    let (base, _) = region(fd, vfio::VFIO_PCI_CONFIG_REGION_INDEX)?;
+    let mut cmd = [0u8; 2];
+    with_file(fd, |f| f.read_exact_at(&mut cmd, base + 4))?;
+    let v = u16::from_le_bytes(cmd) | 0x6;
+    with_file(fd, |f| f.write_all_at(&v.to_le_bytes(), base + 4))
+}
+
+/// `vfio.region_read`.
+pub fn region_read(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let region = args.u64_or("region", 0)? as u32;
+    read_reg(ctx.fd(args, "device")?, region, args.u64("offset")?, args.u64_or("width", 4)?).map(Value::from)
+}
+
+/// `vfio.region_write`.
+pub fn region_write(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let region = args.u64_or("region", 0)? as u32;
+    let (offset, value, width) = (args.u64("offset")?, args.u64("value")?, args.u64_or("width", 4)?);
+    write_reg(ctx.fd(args, "device")?, region, offset, width, value).map(|_| Value::Null)
+}
+
+fn rw_flags(args: &Args) -> Result<u32, OpError> {
+    let mut flags = 0;
+    if args.bool_or("read", true)? {
+        flags |= vfio::VFIO_DMA_MAP_FLAG_READ;
+    }
+    if args.bool_or("write", true)? {
+        flags |= vfio::VFIO_DMA_MAP_FLAG_WRITE;
+    }
+    Ok(flags)
+}
+
+/// `vfio.map_dma` (type1 and sPAPR share the struct).
+pub fn map_dma(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let (buf, offset, length) = ctx.buffer_range(args)?;
+    let mut m = vfio::vfio_iommu_type1_dma_map {
+        argsz: argsz::<vfio::vfio_iommu_type1_dma_map>(),
+        flags: rw_flags(args)?,
+        vaddr: buf.addr(offset),
+        iova: args.u64("iova")?,
+        size: length,
+    };
+    ioctl_ptr(ctx.fd(args, "container")?, io::MAP_DMA, &mut m).map(Value::from).map_err(Into::into)
+}
+
+/// `vfio.unmap_dma`.
+pub fn unmap_dma(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let mut u = vfio::vfio_iommu_type1_dma_unmap {
+        argsz: argsz::<vfio::vfio_iommu_type1_dma_unmap>(),
+        iova: args.u64("iova")?,
+        size: args.u64("length")?,
+        ..Default::default()
+    };
+    ioctl_ptr(ctx.fd(args, "container")?, io::UNMAP_DMA, &mut u).map(Value::from).map_err(Into::into)
+}
+
+/// `spapr.tce_info`.
+pub fn tce_info(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let mut i = vfio::vfio_iommu_spapr_tce_info { argsz: argsz::<vfio::vfio_iommu_spapr_tce_info>(), ..Default::default() };
+    ioctl_ptr(ctx.fd(args, "container")?, io::SPAPR_TCE_GET_INFO, &mut i)?;
+    Ok(json!({
+        "flags": i.flags,
+        "dma32_window_start": i.dma32_window_start,
+        "dma32_window_size": i.dma32_window_size,
+        "pgsizes": i.ddw.pgsizes,
+        "max_dynamic_windows_supported": i.ddw.max_dynamic_windows_supported,
+        "levels": i.ddw.levels,
+    }))
+}
+
+fn register(ctx: &mut Ctx, args: &Args, req: libc::Ioctl) -> OpResult {
+    let (buf, offset, length) = ctx.buffer_range(args)?;
+    let mut r = vfio::vfio_iommu_spapr_register_memory {
+        argsz: argsz::<vfio::vfio_iommu_spapr_register_memory>(),
+        flags: 0,
+        vaddr: buf.addr(offset),
+        size: length,
+    };
+    ioctl_ptr(ctx.fd(args, "container")?, req, &mut r).map(Value::from).map_err(Into::into)
+}
+
+/// `spapr.register_memory`.
+pub fn register_memory(ctx: &mut Ctx, args: &Args) -> OpResult {
+    register(ctx, args, io::SPAPR_REGISTER_MEMORY)
+}
+
+/// `spapr.unregister_memory`.
+pub fn unregister_memory(ctx: &mut Ctx, args: &Args) -> OpResult {
+    register(ctx, args, io::SPAPR_UNREGISTER_MEMORY)
+}
+
+/// `spapr.create_window`.
+pub fn create_window(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let mut c = vfio::vfio_iommu_spapr_tce_create {
+        argsz: argsz::<vfio::vfio_iommu_spapr_tce_create>(),
+        page_shift: args.u32("page_shift")?,
+        window_size: args.u64("window_size")?,
+        levels: args.u64_or("levels", 1)? as u32,
+        ..Default::default()
+    };
+    ioctl_ptr(ctx.fd(args, "container")?, io::SPAPR_TCE_CREATE, &mut c)?;
+    Ok(json!({ "start_addr": c.start_addr }))
+}
+
+/// `spapr.remove_window`.
+pub fn remove_window(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let mut r = vfio::vfio_iommu_spapr_tce_remove {
+        argsz: argsz::<vfio::vfio_iommu_spapr_tce_remove>(),
+        flags: 0,
+        start_addr: args.u64("start_addr")?,
+    };
+    ioctl_ptr(ctx.fd(args, "container")?, io::SPAPR_TCE_REMOVE, &mut r).map(Value::from).map_err(Into::into)
+}
+
+/// `eeh.pe_op`.
+pub fn eeh_pe_op(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let name = args.str("action")?;
+    let op = EEH_OPS.iter().position(|o| *o == name).ok_or_else(|| format!("unknown EEH op {name:?}"))?;
+    let mut p = vfio::vfio_eeh_pe_op { argsz: argsz::<vfio::vfio_eeh_pe_op>(), op: op as u32, ..Default::default() };
+    p.__bindgen_anon_1.err = vfio::vfio_eeh_pe_err {
+        type_: args.u64_or("type", 0)? as u32,
+        func: args.u64_or("func", 0)? as u32,
+        addr: args.u64_or("addr", 0)?,
+        mask: args.u64_or("mask", 0)?,
+    };
+    ioctl_ptr(ctx.fd(args, "container")?, io::EEH_PE_OP, &mut p).map(Value::from).map_err(Into::into)
+}
+
+/// `vfio.cdev_open`: the function's `/dev/vfio/devices/vfioN`.
+pub fn cdev_open(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let f = function(args)?;
+    let dir = Path::new("/sys/bus/pci/devices").join(&f.bdf).join("vfio-dev");
+    let name = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e} (is {} bound to vfio-pci, with VFIO_DEVICE_CDEV?)", dir.display(), f.bdf))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("vfio"))
+        .ok_or_else(|| format!("{} has no vfio cdev", dir.display()))?;
+    let fd = open_rw(&Path::new("/dev/vfio/devices").join(&name))?;
+    Ok(ctx.add(Object::Fd { kind: "device", fd }, json!({ "bdf": f.bdf, "cdev": name })))
+}
+
+/// `vfio.cdev_bind`.
+pub fn cdev_bind(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let mut b = vfio::vfio_device_bind_iommufd {
+        argsz: argsz::<vfio::vfio_device_bind_iommufd>(),
+        iommufd: ctx.fd(args, "iommufd")?.as_raw_fd(),
+        ..Default::default()
+    };
+    ioctl_ptr(ctx.fd(args, "device")?, io::DEVICE_BIND_IOMMUFD, &mut b)?;
+    Ok(b.out_devid.into())
+}
+
+/// `vfio.cdev_attach`.
+pub fn cdev_attach(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let mut a = vfio::vfio_device_attach_iommufd_pt {
+        argsz: argsz::<vfio::vfio_device_attach_iommufd_pt>(),
+        pt_id: args.u32("pt_id")?,
+        ..Default::default()
+    };
+    ioctl_ptr(ctx.fd(args, "device")?, io::DEVICE_ATTACH_IOMMUFD_PT, &mut a)?;
+    Ok(a.pt_id.into())
+}
+
+/// `vfio.cdev_detach`.
+pub fn cdev_detach(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let mut d = vfio::vfio_device_detach_iommufd_pt {
+        argsz: argsz::<vfio::vfio_device_detach_iommufd_pt>(),
+        ..Default::default()
+    };
+    ioctl_ptr(ctx.fd(args, "device")?, io::DEVICE_DETACH_IOMMUFD_PT, &mut d).map(Value::from).map_err(Into::into)
+}

@@ -1,0 +1,397 @@
+//! The operation catalogue: every operation a scenario step may name, with
+//! its arguments.
+//!
+//! Both sides use this one table.  The host checks a scenario file against it
+//! before anything boots (unknown op, unknown or missing argument, literal of
+//! the wrong kind, reference to a name no earlier step bound), and the agent
+//! dispatches on the same names, so the two can never disagree about what
+//! exists.  Values shared by both sides live here too: numbers written as
+//! `0x…`, `64K` or `max`, byte patterns, references like `$win.start_addr+0x10000`,
+//! errno names, and the rule that decides whether a result meets an expectation.
+
+use serde_json::Value;
+
+use crate::{Actual, Expect};
+
+/// What an argument holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgKind {
+    /// An unsigned number: integer, `"0x…"`, `"64K"`/`"1G"`, or `"max"`.
+    U64,
+    /// `true` or `false`.
+    Bool,
+    /// Free text.
+    Str,
+    /// One of the listed words.
+    Choice(&'static [&'static str]),
+    /// An object made by an earlier step: always a `$reference`.
+    Handle,
+    /// A PCI function: `"vvvv:dddd"` (vendor:device, hex) or a full address `"0000:00:05.0"`.
+    Device,
+    /// A byte pattern: `"byte:0x5a"` (every byte) or `"seq:7"` (a seeded sequence).
+    Pattern,
+    /// IOVA ranges: an array of `[start, last]` pairs (inclusive).
+    Ranges,
+    /// Anything (used by `check`).
+    Any,
+}
+
+/// One argument of an operation.
+#[derive(Debug, Clone, Copy)]
+pub struct ArgSpec {
+    /// Its key in the step.
+    pub name: &'static str,
+    /// What it holds.
+    pub kind: ArgKind,
+    /// Whether the step must give it.
+    pub required: bool,
+}
+
+/// One operation.
+#[derive(Debug, Clone, Copy)]
+pub struct OpSpec {
+    /// Dotted name, e.g. `spapr.create_window`.
+    pub name: &'static str,
+    /// One line saying what it does and what value it yields.
+    pub summary: &'static str,
+    /// Its arguments.
+    pub args: &'static [ArgSpec],
+}
+
+const fn req(name: &'static str, kind: ArgKind) -> ArgSpec {
+    ArgSpec { name, kind, required: true }
+}
+
+const fn opt(name: &'static str, kind: ArgKind) -> ArgSpec {
+    ArgSpec { name, kind, required: false }
+}
+
+use ArgKind::*;
+
+/// VFIO extensions by name, for `vfio.check_extension` and `vfio.set_iommu`.
+pub const VFIO_EXTENSIONS: &[(&str, u32)] = &[
+    ("type1", 1),
+    ("spapr", 2),
+    ("type1v2", 3),
+    ("dma-cc", 4),
+    ("eeh", 5),
+    ("nesting", 6),
+    ("spapr-v2", 7),
+    ("noiommu", 8),
+    ("unmap-all", 9),
+    ("update-vaddr", 10),
+];
+const EXTENSION_NAMES: &[&str] =
+    &["type1", "spapr", "type1v2", "dma-cc", "eeh", "nesting", "spapr-v2", "noiommu", "unmap-all", "update-vaddr"];
+
+/// `VFIO_EEH_PE_OP` operations by name, numbered as in `linux/vfio.h`.
+pub const EEH_OPS: &[&str] = &[
+    "disable",
+    "enable",
+    "unfreeze_io",
+    "unfreeze_dma",
+    "get_state",
+    "reset_deactivate",
+    "reset_hot",
+    "reset_fundamental",
+    "configure",
+    "inject_err",
+];
+
+const MEM_RANGE: [ArgSpec; 3] = [req("buffer", Handle), opt("offset", U64), opt("length", U64)];
+
+/// Every operation, sorted by name.
+pub const OPS: &[OpSpec] = &[
+    OpSpec { name: "check", summary: "compare `value` with eq/ne/contains/lt/le/gt/ge/bits_set/bits_clear; ok (yielding the value) or error", args: &[
+        req("value", Any), opt("eq", Any), opt("ne", Any), opt("contains", Str), opt("lt", U64), opt("le", U64), opt("gt", U64),
+        opt("ge", U64), opt("bits_set", U64), opt("bits_clear", U64)] },
+    OpSpec { name: "close", summary: "close a handle (fd or buffer) made by an earlier step", args: &[req("handle", Handle)] },
+    OpSpec { name: "edu.dma", summary: "program an edu DMA (to_device: RAM→edu, from_device: edu→RAM) and wait for it", args: &[
+        req("device", Handle), req("iova", U64), req("count", U64), req("direction", Choice(&["to_device", "from_device"])),
+        opt("edu_offset", U64), opt("timeout_ms", U64)] },
+    OpSpec { name: "eeh.pe_op", summary: "VFIO_EEH_PE_OP on a container; yields the ioctl's return value", args: &[
+        req("container", Handle), req("action", Choice(EEH_OPS)), opt("type", U64), opt("func", U64), opt("addr", U64),
+        opt("mask", U64)] },
+    OpSpec { name: "file.read", summary: "read a (sysfs, debugfs, proc) file; yields its trimmed text", args: &[req("path", Str)] },
+    OpSpec { name: "file.write", summary: "write text to a (sysfs, debugfs) file", args: &[req("path", Str), req("data", Str)] },
+    OpSpec { name: "hwpt.alloc", summary: "IOMMU_HWPT_ALLOC; yields the new hwpt id", args: &[
+        req("iommufd", Handle), req("dev_id", U64), req("pt_id", U64), opt("flags", U64)] },
+    OpSpec { name: "ioas.alloc", summary: "IOMMU_IOAS_ALLOC; yields the IOAS id", args: &[req("iommufd", Handle)] },
+    OpSpec { name: "ioas.allow_iovas", summary: "IOMMU_IOAS_ALLOW_IOVAS with the given ranges ([] clears)", args: &[
+        req("iommufd", Handle), req("ioas", U64), req("ranges", Ranges)] },
+    OpSpec { name: "ioas.copy", summary: "IOMMU_IOAS_COPY; fixed dst_iova if given; yields the destination IOVA", args: &[
+        req("iommufd", Handle), req("src_ioas", U64), req("dst_ioas", U64), req("src_iova", U64), req("length", U64),
+        opt("dst_iova", U64), opt("read", Bool), opt("write", Bool)] },
+    OpSpec { name: "ioas.iova_ranges", summary: "IOMMU_IOAS_IOVA_RANGES; yields {ranges: [[start, last]…], alignment}", args: &[
+        req("iommufd", Handle), req("ioas", U64)] },
+    OpSpec { name: "ioas.map", summary: "IOMMU_IOAS_MAP of a buffer; fixed iova if given; yields the IOVA", args: &[
+        req("iommufd", Handle), req("ioas", U64), MEM_RANGE[0], MEM_RANGE[1], MEM_RANGE[2], opt("iova", U64),
+        opt("read", Bool), opt("write", Bool)] },
+    OpSpec { name: "ioas.unmap", summary: "IOMMU_IOAS_UNMAP; yields the length unmapped", args: &[
+        req("iommufd", Handle), req("ioas", U64), req("iova", U64), req("length", U64)] },
+    OpSpec { name: "iommufd.destroy", summary: "IOMMU_DESTROY of an object id", args: &[req("iommufd", Handle), req("id", U64)] },
+    OpSpec { name: "iommufd.hw_info", summary: "IOMMU_GET_HW_INFO; yields {type, capabilities}", args: &[
+        req("iommufd", Handle), req("dev_id", U64)] },
+    OpSpec { name: "iommufd.open", summary: "open /dev/iommu; yields a handle", args: &[] },
+    OpSpec { name: "iommufd.option", summary: "IOMMU_OPTION: set `value` if given, else get; yields the value", args: &[
+        req("iommufd", Handle), req("option", Choice(&["rlimit_mode", "huge_pages"])), opt("object_id", U64),
+        opt("value", U64)] },
+    OpSpec { name: "kernel.log_contains", summary: "ok if a kernel log line since the scenario began contains `text`", args: &[
+        req("text", Str)] },
+    OpSpec { name: "mem.alloc", summary: "anonymous (or hugetlb) page-aligned buffer; yields a handle", args: &[
+        req("size", U64), opt("hugetlb", Bool), opt("fill", Pattern)] },
+    OpSpec { name: "mem.check", summary: "ok if the buffer range holds the pattern, else error naming the first bad byte", args: &[
+        MEM_RANGE[0], req("pattern", Pattern), MEM_RANGE[1], MEM_RANGE[2]] },
+    OpSpec { name: "mem.fill", summary: "write a pattern into a buffer range", args: &[
+        MEM_RANGE[0], req("pattern", Pattern), MEM_RANGE[1], MEM_RANGE[2]] },
+    OpSpec { name: "mock.access_create", summary: "IOMMU_TEST_OP_CREATE_ACCESS on an IOAS; yields an access handle", args: &[
+        req("iommufd", Handle), req("ioas", U64), opt("pin_pages", Bool)] },
+    OpSpec { name: "mock.access_pages", summary: "IOMMU_TEST_OP_ACCESS_PAGES (pin); yields the pages id", args: &[
+        req("iommufd", Handle), req("access", Handle), req("iova", U64), MEM_RANGE[0], MEM_RANGE[1], MEM_RANGE[2],
+        opt("write", Bool)] },
+    OpSpec { name: "mock.access_rw", summary: "IOMMU_TEST_OP_ACCESS_RW between an IOVA range and a buffer", args: &[
+        req("iommufd", Handle), req("access", Handle), req("iova", U64), MEM_RANGE[0], MEM_RANGE[1], MEM_RANGE[2],
+        opt("write", Bool)] },
+    OpSpec { name: "mock.add_reserved", summary: "IOMMU_TEST_OP_ADD_RESERVED: reserve an IOVA range in an IOAS", args: &[
+        req("iommufd", Handle), req("ioas", U64), req("start", U64), req("length", U64)] },
+    OpSpec { name: "mock.check_map", summary: "IOMMU_TEST_OP_MD_CHECK_MAP: the mock domain maps iova→buffer", args: &[
+        req("iommufd", Handle), req("hwpt", U64), req("iova", U64), MEM_RANGE[0], MEM_RANGE[1], MEM_RANGE[2]] },
+    OpSpec { name: "mock.domain", summary: "IOMMU_TEST_OP_MOCK_DOMAIN: mock device + domain attached to an IOAS; yields {stdev_id, hwpt_id, idev_id}", args: &[
+        req("iommufd", Handle), req("ioas", U64)] },
+    OpSpec { name: "mock.domain_replace", summary: "IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE: re-attach a mock device to pt_id", args: &[
+        req("iommufd", Handle), req("stdev_id", U64), req("pt_id", U64)] },
+    OpSpec { name: "pci.bind_vfio", summary: "bind a PCI function to vfio-pci; yields its address", args: &[
+        req("device", Device), opt("index", U64)] },
+    OpSpec { name: "spapr.create_window", summary: "VFIO_IOMMU_SPAPR_TCE_CREATE; yields {start_addr}", args: &[
+        req("container", Handle), req("page_shift", U64), req("window_size", U64), opt("levels", U64)] },
+    OpSpec { name: "spapr.register_memory", summary: "VFIO_IOMMU_SPAPR_REGISTER_MEMORY of a buffer range", args: &[
+        req("container", Handle), MEM_RANGE[0], MEM_RANGE[1], MEM_RANGE[2]] },
+    OpSpec { name: "spapr.remove_window", summary: "VFIO_IOMMU_SPAPR_TCE_REMOVE", args: &[
+        req("container", Handle), req("start_addr", U64)] },
+    OpSpec { name: "spapr.tce_info", summary: "VFIO_IOMMU_SPAPR_TCE_GET_INFO; yields {dma32_window_start, dma32_window_size, pgsizes, max_dynamic_windows_supported, levels, flags}", args: &[
+        req("container", Handle)] },
+    OpSpec { name: "spapr.unregister_memory", summary: "VFIO_IOMMU_SPAPR_UNREGISTER_MEMORY of a buffer range", args: &[
+        req("container", Handle), MEM_RANGE[0], MEM_RANGE[1], MEM_RANGE[2]] },
+    OpSpec { name: "vfio.cdev_attach", summary: "VFIO_DEVICE_ATTACH_IOMMUFD_PT (also replaces); yields the pt id", args: &[
+        req("device", Handle), req("pt_id", U64)] },
+    OpSpec { name: "vfio.cdev_bind", summary: "VFIO_DEVICE_BIND_IOMMUFD; yields the device id", args: &[
+        req("device", Handle), req("iommufd", Handle)] },
+    OpSpec { name: "vfio.cdev_detach", summary: "VFIO_DEVICE_DETACH_IOMMUFD_PT", args: &[req("device", Handle)] },
+    OpSpec { name: "vfio.cdev_open", summary: "open a function's /dev/vfio/devices/vfioN; yields a device handle", args: &[
+        req("device", Device), opt("index", U64)] },
+    OpSpec { name: "vfio.check_extension", summary: "VFIO_CHECK_EXTENSION; yields the ioctl's value", args: &[
+        req("container", Handle), req("extension", Choice(EXTENSION_NAMES))] },
+    OpSpec { name: "vfio.container_open", summary: "open /dev/vfio/vfio; yields a handle", args: &[] },
+    OpSpec { name: "vfio.device_info", summary: "VFIO_DEVICE_GET_INFO; yields {flags, num_regions, num_irqs}", args: &[
+        req("device", Handle)] },
+    OpSpec { name: "vfio.device_open", summary: "VFIO_GROUP_GET_DEVICE_FD; yields a device handle", args: &[
+        req("group", Handle), req("device", Device), opt("index", U64)] },
+    OpSpec { name: "vfio.device_reset", summary: "VFIO_DEVICE_RESET", args: &[req("device", Handle)] },
+    OpSpec { name: "vfio.group_open", summary: "open the VFIO group of a function; yields a handle", args: &[
+        req("device", Device), opt("index", U64)] },
+    OpSpec { name: "vfio.group_set_container", summary: "VFIO_GROUP_SET_CONTAINER", args: &[
+        req("group", Handle), req("container", Handle)] },
+    OpSpec { name: "vfio.group_status", summary: "VFIO_GROUP_GET_STATUS; yields {viable, container_set}", args: &[
+        req("group", Handle)] },
+    OpSpec { name: "vfio.group_unset_container", summary: "VFIO_GROUP_UNSET_CONTAINER", args: &[req("group", Handle)] },
+    OpSpec { name: "vfio.map_dma", summary: "VFIO_IOMMU_MAP_DMA of a buffer range at iova; yields the ioctl's return value", args: &[
+        req("container", Handle), req("iova", U64), MEM_RANGE[0], MEM_RANGE[1], MEM_RANGE[2], opt("read", Bool),
+        opt("write", Bool)] },
+    OpSpec { name: "vfio.region_read", summary: "pread `width` (4|8) bytes of a region; yields the number (device byte order)", args: &[
+        req("device", Handle), req("offset", U64), opt("region", U64), opt("width", U64)] },
+    OpSpec { name: "vfio.region_write", summary: "pwrite `width` (4|8) bytes to a region (device byte order)", args: &[
+        req("device", Handle), req("offset", U64), req("value", U64), opt("region", U64), opt("width", U64)] },
+    OpSpec { name: "vfio.set_iommu", summary: "VFIO_SET_IOMMU", args: &[
+        req("container", Handle), req("type", Choice(&["type1", "type1v2", "spapr", "spapr-v2"]))] },
+    OpSpec { name: "vfio.unmap_dma", summary: "VFIO_IOMMU_UNMAP_DMA; yields the ioctl's return value", args: &[
+        req("container", Handle), req("iova", U64), req("length", U64)] },
+];
+
+/// Kernel features a scenario may require (`requires = [...]`), as the agent's inventory names them.
+pub const FEATURES: &[(&str, &str)] = &[
+    ("vfio-container", "/dev/vfio/vfio exists (legacy VFIO container)"),
+    ("vfio-type1v2", "the container offers VFIO_TYPE1v2_IOMMU"),
+    ("vfio-spapr-tce-v2", "the container offers VFIO_SPAPR_TCE_v2_IOMMU"),
+    ("vfio-cdev", "VFIO device cdevs (/dev/vfio/devices)"),
+    ("iommufd", "/dev/iommu exists"),
+    ("iommufd-test", "the iommufd selftest ioctl (CONFIG_IOMMUFD_TEST) answers"),
+    ("iommufd-fail-nth", "the fail_iommufd fault-injection knob exists"),
+    ("eeh", "the guest's EEH subsystem is enabled (a capable adapter was found)"),
+    ("eeh-debugfs", "/sys/kernel/debug/powerpc/eeh_* knobs exist"),
+];
+
+/// Looks an operation up by name.
+pub fn op(name: &str) -> Option<&'static OpSpec> {
+    OPS.iter().find(|o| o.name == name)
+}
+
+/// Parses an unsigned number: JSON integer, `"0x…"`, decimal text, `"64K"`/`"2M"`/`"1G"`/`"1T"`, or `"max"`.
+pub fn parse_u64(v: &Value) -> Result<u64, String> {
+    match v {
+        Value::Number(n) => n.as_u64().ok_or_else(|| format!("{n} is not an unsigned 64-bit number")),
+        Value::String(s) => parse_u64_text(s),
+        other => Err(format!("expected a number, got {other}")),
+    }
+}
+
+fn parse_u64_text(s: &str) -> Result<u64, String> {
+    let t = s.trim().replace('_', "");
+    if t == "max" {
+        return Ok(u64::MAX);
+    }
+    if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        return u64::from_str_radix(hex, 16).map_err(|e| format!("{s:?}: {e}"));
+    }
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 30),
+        Some((i, 'T' | 't')) => (&t[..i], 40),
+        _ => (&t[..], 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a number (use 4096, \"0x1000\", \"4K\" or \"max\")"))?;
+    n.checked_mul(1u64 << shift).ok_or_else(|| format!("{s:?} overflows 64 bits"))
+}
+
+/// A byte pattern for filling and checking buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pattern {
+    /// Every byte the same.
+    Byte(u8),
+    /// A position-dependent sequence from a seed, so shifted or stale data is caught.
+    Seq(u64),
+}
+
+impl Pattern {
+    /// Parses `"byte:N"` or `"seq:N"`.
+    pub fn parse(s: &str) -> Result<Pattern, String> {
+        let bad = || format!("{s:?} is not a pattern (\"byte:0x5a\" or \"seq:7\")");
+        let (kind, n) = s.split_once(':').ok_or_else(bad)?;
+        let n = parse_u64_text(n).map_err(|_| bad())?;
+        match kind {
+            "byte" => u8::try_from(n).map(Pattern::Byte).map_err(|_| bad()),
+            "seq" => Ok(Pattern::Seq(n)),
+            _ => Err(bad()),
+        }
+    }
+
+    /// The byte at absolute position `i` of a buffer.
+    pub fn byte_at(self, i: u64) -> u8 {
+        match self {
+            Pattern::Byte(b) => b,
+            Pattern::Seq(seed) => {
+                let x = (i ^ seed.rotate_left(17)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                (x >> 56) as u8 ^ (i as u8)
+            }
+        }
+    }
+}
+
+/// A `$name.field.sub+offset` reference to an earlier step's bound value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// The bound name.
+    pub name: String,
+    /// Object fields to descend into.
+    pub path: Vec<String>,
+    /// Added to the (numeric) value; may be negative.
+    pub offset: i128,
+}
+
+impl Reference {
+    /// Parses a string argument: `None` if it is not a reference (no leading `$`).
+    pub fn parse(s: &str) -> Option<Result<Reference, String>> {
+        let body = s.strip_prefix('$')?;
+        Some(Self::parse_body(body).map_err(|e| format!("bad reference {s:?}: {e}")))
+    }
+
+    fn parse_body(body: &str) -> Result<Reference, String> {
+        let split = body.find(['+', '-']).unwrap_or(body.len());
+        let (head, tail) = body.split_at(split);
+        let mut parts = head.split('.');
+        let name = parts.next().unwrap_or_default().to_string();
+        let ident = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ident(&name) {
+            return Err("expected $name, $name.field or $name+number".into());
+        }
+        let path: Vec<String> = parts.map(str::to_string).collect();
+        if !path.iter().all(|p| ident(p)) {
+            return Err("empty or invalid field name".into());
+        }
+        let offset = if tail.is_empty() {
+            0
+        } else {
+            let n = parse_u64_text(&tail[1..])? as i128;
+            if tail.starts_with('-') { -n } else { n }
+        };
+        Ok(Reference { name, path, offset })
+    }
+
+    /// Resolves against a bound value.
+    pub fn resolve(&self, bound: &Value) -> Result<Value, String> {
+        let mut v = bound;
+        for p in &self.path {
+            v = v.get(p).ok_or_else(|| format!("${} has no field {p:?} (value: {bound})", self.name))?;
+        }
+        if self.offset == 0 {
+            return Ok(v.clone());
+        }
+        let base = parse_u64(v).map_err(|e| format!("${}: {e}", self.name))? as i128;
+        u64::try_from(base + self.offset)
+            .map(Value::from)
+            .map_err(|_| format!("${}{:+} leaves the 64-bit range", self.name, self.offset))
+    }
+}
+
+/// Linux errno names the scenarios may expect (same numbers on x86_64 and ppc64le).
+pub const ERRNOS: &[(&str, i32)] = &[
+    ("EPERM", 1), ("ENOENT", 2), ("ESRCH", 3), ("EINTR", 4), ("EIO", 5), ("ENXIO", 6), ("E2BIG", 7),
+    ("ENOEXEC", 8), ("EBADF", 9), ("ECHILD", 10), ("EAGAIN", 11), ("ENOMEM", 12), ("EACCES", 13),
+    ("EFAULT", 14), ("EBUSY", 16), ("EEXIST", 17), ("EXDEV", 18), ("ENODEV", 19), ("ENOTDIR", 20),
+    ("EISDIR", 21), ("EINVAL", 22), ("ENFILE", 23), ("EMFILE", 24), ("ENOTTY", 25), ("EFBIG", 27),
+    ("ENOSPC", 28), ("ESPIPE", 29), ("EROFS", 30), ("ERANGE", 34), ("EDEADLK", 35), ("ENOSYS", 38),
+    ("ENODATA", 61), ("ETIME", 62), ("EOVERFLOW", 75), ("EBADFD", 77), ("EMSGSIZE", 90),
+    ("EOPNOTSUPP", 95), ("EADDRINUSE", 98), ("EADDRNOTAVAIL", 99), ("ETIMEDOUT", 110),
+    ("EALREADY", 114), ("EINPROGRESS", 115),
+];
+
+/// The symbolic name of an errno number (`"E<n>"` if unknown).
+pub fn errno_name(code: i32) -> String {
+    ERRNOS.iter().find(|(_, c)| *c == code).map(|(n, _)| n.to_string()).unwrap_or_else(|| format!("E{code}"))
+}
+
+/// The number of an errno name.
+pub fn errno_code(name: &str) -> Option<i32> {
+    ERRNOS.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
+}
+
+/// Whether an actual value matches an expected one.
+///
+/// Objects match if every expected key matches (extra actual keys are
+/// allowed), arrays element by element, and numbers by value even when the
+/// expectation writes them as text (`"0x800000000000000"`, `"1G"`).
+pub fn value_matches(expected: &Value, actual: &Value) -> bool {
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => {
+            e.iter().all(|(k, ev)| a.get(k).is_some_and(|av| value_matches(ev, av)))
+        }
+        (Value::Array(e), Value::Array(a)) => {
+            e.len() == a.len() && e.iter().zip(a).all(|(ev, av)| value_matches(ev, av))
+        }
+        (Value::String(_) | Value::Number(_), Value::Number(_)) => {
+            matches!((parse_u64(expected), parse_u64(actual)), (Ok(x), Ok(y)) if x == y) || expected == actual
+        }
+        _ => expected == actual,
+    }
+}
+
+/// Whether a step's actual result satisfies its expectation.
+pub fn satisfies(expect: &Expect, actual: &Actual) -> bool {
+    match (expect, actual) {
+        (Expect::Any, Actual::Value(_) | Actual::Errno { .. }) => true,
+        (Expect::Ok, Actual::Value(_)) => true,
+        (Expect::Errno(want), Actual::Errno { name, .. }) => want == name,
+        (Expect::Value(want), Actual::Value(got)) => value_matches(want, got),
+        _ => false,
+    }
+}

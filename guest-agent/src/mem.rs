@@ -42,11 +42,11 @@ impl Buffer {
         unsafe { self.ptr.add(i as usize) }
     }
 
-    /// Writes the pattern over `offset..offset+length` (pattern positions are buffer offsets).
+    /// Writes the pattern over `offset..offset+length` (pattern positions count from `offset`).
     pub fn fill(&self, pattern: Pattern, offset: u64, length: u64) {
         for i in offset..offset + length {
             // SAFETY: in-range byte of our own read-write mapping.
-            unsafe { std::ptr::write_volatile(self.at(i), pattern.byte_at(i)) };
+            unsafe { std::ptr::write_volatile(self.at(i), pattern.byte_at(i - offset)) };
         }
     }
 
@@ -59,8 +59,8 @@ impl Buffer {
     /// Checks the range holds the pattern; the error names the first bad byte.
     pub fn check(&self, pattern: Pattern, offset: u64, length: u64) -> Result<(), String> {
         let range = offset..offset + length;
-        let Some(first) = range.clone().find(|&i| self.get(i) != pattern.byte_at(i)) else { return Ok(()) };
-        let bad = range.filter(|&i| self.get(i) != pattern.byte_at(i)).count();
+        let Some(first) = range.clone().find(|&i| self.get(i) != pattern.byte_at(i - offset)) else { return Ok(()) };
+        let bad = range.filter(|&i| self.get(i) != pattern.byte_at(i - offset)).count();
         Err(format!(
             "byte {first:#x} is {:#04x}, expected {:#04x} ({bad} of {length} bytes differ)",
             self.get(first),

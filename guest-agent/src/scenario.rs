@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
 use iobench_proto::ops::{self, Pattern, Reference};
-use iobench_proto::{Actual, Scenario, ScenarioOutcome, Step, StepResult};
+use iobench_proto::{Actual, Expect, Scenario, ScenarioOutcome, Step, StepResult};
 use serde_json::{Value, json};
 
 use crate::mem::Buffer;
@@ -231,6 +231,11 @@ fn resolve_value(v: &Value, bound: &BTreeMap<String, Value>) -> Result<Value, St
             }
         },
         Value::Array(a) => a.iter().map(|x| resolve_value(x, bound)).collect::<Result<_, _>>().map(Value::Array),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, x)| resolve_value(x, bound).map(|r| (k.clone(), r)))
+            .collect::<Result<_, _>>()
+            .map(Value::Object),
         _ => Ok(v.clone()),
     }
 }
@@ -242,22 +247,33 @@ pub fn run(scenario: &Scenario, mut emit: impl FnMut(&StepResult) -> Result<(), 
     let mut steps_run = 0;
     for (index, step) in scenario.steps.iter().enumerate() {
         let start = Instant::now();
-        let outcome = match Args::resolve(step, &ctx.bound) {
+        let mut outcome = match Args::resolve(step, &ctx.bound) {
             Ok(args) => crate::ops::dispatch(&mut ctx, &step.op, &args),
             Err(e) => Err(OpError::Error(e)),
         };
         let micros = start.elapsed().as_micros() as u64;
+        // An expected value may refer to earlier results too (`value = "$hwpt"`).
+        let expected = match &step.expect {
+            Expect::Value(v) => match resolve_value(v, &ctx.bound) {
+                Ok(r) => Expect::Value(r),
+                Err(e) => {
+                    outcome = Err(OpError::Error(format!("expect: {e}")));
+                    step.expect.clone()
+                }
+            },
+            other => other.clone(),
+        };
         let actual = match outcome {
             Ok(v) => Actual::Value(v),
             Err(OpError::Errno(code)) => Actual::Errno { name: ops::errno_name(code), code },
             Err(OpError::Error(e)) => Actual::Error(e),
         };
-        let ok = ops::satisfies(&step.expect, &actual);
+        let ok = ops::satisfies(&expected, &actual);
         if let (Some(name), Actual::Value(v)) = (&step.bind, &actual) {
             ctx.bound.insert(name.clone(), v.clone());
         }
         steps_run += 1;
-        emit(&StepResult { index, op: step.op.clone(), expected: step.expect.clone(), actual, passed: ok, micros })?;
+        emit(&StepResult { index, op: step.op.clone(), expected, actual, passed: ok, micros })?;
         if !ok {
             passed = false;
             break;

@@ -298,6 +298,9 @@ fn check_step(table: &toml::Table, bound: &mut BTreeSet<String>) -> Result<Step,
         None => Expect::Ok,
         Some(v) => parse_expect(v).map_err(|m| err("expect", m))?,
     };
+    if let Expect::Value(v) = &expect {
+        check_refs(v, bound).map_err(|m| err("expect", format!("{op_name}: expect: {m}")))?;
+    }
     let bind = match table.get("bind") {
         None => None,
         Some(toml::Value::String(name)) if is_ident(name) => Some(name.clone()),
@@ -354,6 +357,13 @@ fn check_refs(v: &Value, bound: &BTreeSet<String>) -> Result<bool, String> {
         Value::Array(a) => {
             let mut any = false;
             for x in a {
+                any |= check_refs(x, bound)?;
+            }
+            Ok(any)
+        }
+        Value::Object(m) => {
+            let mut any = false;
+            for x in m.values() {
                 any |= check_refs(x, bound)?;
             }
             Ok(any)

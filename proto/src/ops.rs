@@ -349,7 +349,7 @@ pub const ERRNOS: &[(&str, i32)] = &[
     ("ENOEXEC", 8), ("EBADF", 9), ("ECHILD", 10), ("EAGAIN", 11), ("ENOMEM", 12), ("EACCES", 13),
     ("EFAULT", 14), ("EBUSY", 16), ("EEXIST", 17), ("EXDEV", 18), ("ENODEV", 19), ("ENOTDIR", 20),
     ("EISDIR", 21), ("EINVAL", 22), ("ENFILE", 23), ("EMFILE", 24), ("ENOTTY", 25), ("EFBIG", 27),
-    ("ENOSPC", 28), ("ESPIPE", 29), ("EROFS", 30), ("ERANGE", 34), ("EDEADLK", 35), ("ENOSYS", 38),
+    ("ENOSPC", 28), ("ESPIPE", 29), ("EROFS", 30), ("ERANGE", 34), ("EDEADLK", 35), ("ENOSYS", 38), ("EBADE", 52),
     ("ENODATA", 61), ("ETIME", 62), ("EOVERFLOW", 75), ("EBADFD", 77), ("EMSGSIZE", 90),
     ("EOPNOTSUPP", 95), ("EADDRINUSE", 98), ("EADDRNOTAVAIL", 99), ("ETIMEDOUT", 110),
     ("EALREADY", 114), ("EINPROGRESS", 115),

@@ -6,14 +6,18 @@
 //! trial checks, besides its own subject, that no QEMU or helper process
 //! of its VM is left behind.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use harness::machine::Machine;
 use harness::qemu::{Accel, BootOptions, GuestMode};
 use harness::vm::{Images, Timeouts, Vm, VmError, VmSpec};
+use harness::report::TrialRecord;
+use iobench_tests::pool::{self, Pool, ScenarioTrial};
 use iobench_tests::{MANIFEST_ENV, Manifest};
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 type Check = fn(&Manifest, &str, &str) -> Result<(), Failed>;
 
@@ -273,6 +277,79 @@ const TRIALS: &[(&str, &str, Check)] = &[
     ("harness::two_vms_at_once", "pseries", two_at_once),
 ];
 
+/// Runs a trial body and keeps its record for the JUnit/JSON reports.
+fn recorded(
+    records: &Records,
+    name: String,
+    body: impl FnOnce() -> (Result<Completion, Failed>, Option<ScenarioTrial>) + Send + 'static,
+) -> impl FnOnce() -> Result<Completion, Failed> + Send + 'static {
+    let records = records.clone();
+    move || {
+        let t0 = Instant::now();
+        let (result, trial) = body();
+        let rec = pool::record(&name, &result, t0.elapsed().as_secs_f64(), trial.as_ref());
+        records.lock().unwrap_or_else(|p| p.into_inner()).push(rec);
+        result
+    }
+}
+
+type Records = Arc<Mutex<Vec<TrialRecord>>>;
+
+/// One trial per (machine, scenario), interleaved by machine so parallel
+/// test threads tend to work on different machines.
+fn scenario_trials(m: &Arc<Manifest>, pool: &Arc<Pool>, records: &Records, skip: bool) -> Vec<Trial> {
+    let files = match harness::scenario::load_dir(&m.scenarios_dir) {
+        Ok(f) => f,
+        Err(e) => {
+            let msg = format!("the scenario catalogue does not load: {e}");
+            return vec![Trial::test("scenarios::load", move || Err(msg.into())).with_kind("scenario")];
+        }
+    };
+    let mut by_machine: BTreeMap<String, Vec<Trial>> = BTreeMap::new();
+    for file in files {
+        let file = Arc::new(file);
+        for machine in &file.machines {
+            if !m.machines.is_empty() && !m.machines.contains(machine) {
+                continue;
+            }
+            let name = format!("{machine}::{}", file.name());
+            let (pool, f, mach) = (pool.clone(), file.clone(), machine.clone());
+            let body = recorded(records, name.clone(), move || {
+                let t = pool.run(&mach, &f);
+                (t.result.clone_result(), Some(t))
+            });
+            let trial = Trial::ignorable_test(name, body).with_kind("scenario").with_ignored_flag(skip || file.disabled.is_some());
+            by_machine.entry(machine.clone()).or_default().push(trial);
+        }
+    }
+    let mut queues: Vec<std::vec::IntoIter<Trial>> = by_machine.into_values().map(Vec::into_iter).collect();
+    let mut out = Vec::new();
+    while !queues.is_empty() {
+        queues.retain_mut(|q| match q.next() {
+            Some(t) => {
+                out.push(t);
+                true
+            }
+            None => false,
+        });
+    }
+    out
+}
+
+trait CloneResult {
+    fn clone_result(&self) -> Result<Completion, Failed>;
+}
+
+impl CloneResult for Result<Completion, Failed> {
+    fn clone_result(&self) -> Result<Completion, Failed> {
+        match self {
+            Ok(Completion::Completed) => Ok(Completion::Completed),
+            Ok(Completion::Ignored { reason }) => Ok(Completion::Ignored { reason: reason.clone() }),
+            Err(f) => Err(f.message().unwrap_or("failed").into()),
+        }
+    }
+}
+
 fn main() {
     let args = Arguments::from_args();
     let manifest: Result<Manifest, String> = match std::env::var_os(MANIFEST_ENV) {
@@ -293,18 +370,71 @@ fn main() {
     if let Some(reason) = &skip {
         eprintln!("VM suite skipped: {reason}");
     }
-    let manifest = manifest.ok().map(std::sync::Arc::new);
-    let trials = TRIALS
+    let manifest = manifest.ok().map(Arc::new);
+    let records: Records = Arc::default();
+    let wanted = |machine: &str| manifest.as_ref().is_none_or(|m| m.machines.is_empty() || m.machines.iter().any(|x| x == machine));
+    let mut trials: Vec<Trial> = TRIALS
         .iter()
+        .filter(|(name, machine, _)| wanted(machine) && (!name.starts_with("harness::") || manifest.as_ref().is_none_or(|m| m.machines.is_empty())))
         .map(|&(name, machine, check)| {
             let m = manifest.clone();
-            Trial::test(name, move || match m {
-                Some(m) => check(&m, machine, name),
-                None => Ok(()),
-            })
-            .with_kind("vm")
-            .with_ignored_flag(skip.is_some())
+            let body = recorded(&records, name.to_string(), move || {
+                let r = match m {
+                    Some(m) => check(&m, machine, name).map(|()| Completion::Completed),
+                    None => Ok(Completion::Completed),
+                };
+                (r, None)
+            });
+            Trial::ignorable_test(name, body).with_kind("vm").with_ignored_flag(skip.is_some())
         })
         .collect();
-    libtest_mimic::run(&args, trials).exit();
+    let pool = manifest.as_ref().map(|m| {
+        let machines = harness::machine::available(&m.machines_dir);
+        Arc::new(Pool::new((**m).clone(), machines))
+    });
+    match (&manifest, &pool) {
+        (Some(m), Some(p)) => trials.extend(scenario_trials(m, p, &records, skip.is_some())),
+        _ => {
+            // Without a manifest the catalogue is still listed (and ignored).
+            let m = Manifest {
+                flavours: BTreeMap::new(),
+                log_root: std::env::temp_dir(),
+                machines_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../qemu-configs"),
+                scenarios_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios"),
+                machines: Vec::new(),
+                junit: None,
+                json: None,
+            };
+            let p = Arc::new(Pool::new(m.clone(), Vec::new()));
+            trials.extend(scenario_trials(&Arc::new(m), &p, &records, true));
+        }
+    }
+    // Trials ignored up front never run; record them as skipped.
+    let static_skips: Vec<TrialRecord> = trials
+        .iter()
+        .filter(|t| !args.is_filtered_out(t) && args.is_ignored(t))
+        .map(|t| pool::record(t.name(), &Ok(Completion::Ignored { reason: skip.clone().or(Some("disabled".into())) }), 0.0, None))
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    if let Some(p) = &pool {
+        p.shutdown();
+    }
+    if let (Some(m), false) = (&manifest, args.list) {
+        let mut all = records.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        all.extend(static_skips);
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(path) = &m.junit {
+            match harness::report::write_junit(path, "iobench", &all) {
+                Ok(()) => eprintln!("JUnit report: {}", path.display()),
+                Err(e) => eprintln!("writing {}: {e}", path.display()),
+            }
+        }
+        if let Some(path) = &m.json {
+            match harness::report::write_json(path, &all) {
+                Ok(()) => eprintln!("JSON report: {}", path.display()),
+                Err(e) => eprintln!("writing {}: {e}", path.display()),
+            }
+        }
+    }
+    conclusion.exit();
 }

@@ -4,8 +4,9 @@
 //! [`spawn_owned`]: the child gets `PR_SET_PDEATHSIG(SIGKILL)`, so it dies
 //! when the harness dies, even by SIGKILL or Ctrl-C, and [`Owned`] kills and
 //! reaps it when dropped, so an early return or a panic cannot leak it.
-//! (PDEATHSIG fires when the spawning *thread* exits; owners therefore keep
-//! machines on the thread that booted them.)
+//! PDEATHSIG fires when the *thread* that forked exits, so every child is
+//! forked by one spawner thread that lives as long as the process: a machine
+//! booted by one test thread may then be used and outlived by another.
 
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -35,8 +36,34 @@ pub fn spawn_owned(mut cmd: Command, name: &str) -> io::Result<Owned> {
             Ok(())
         });
     }
-    let child = cmd.spawn()?;
+    let child = spawn_on_spawner_thread(cmd)?;
     Ok(Owned { child: Some(child), name: name.to_string() })
+}
+
+type SpawnJob = (Command, std::sync::mpsc::Sender<io::Result<Child>>);
+
+/// Forks on the process-lifetime spawner thread (started on first use).
+fn spawn_on_spawner_thread(cmd: Command) -> io::Result<Child> {
+    static SPAWNER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<SpawnJob>>> = std::sync::OnceLock::new();
+    let jobs = SPAWNER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("iobench-spawner".into())
+            .spawn(move || {
+                // Never returns while the process lives: the sender sits in a static.
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("starting the spawner thread");
+        std::sync::Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = std::sync::mpsc::channel();
+    jobs.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send((cmd, reply_tx))
+        .map_err(|_| io::Error::other("the spawner thread is gone"))?;
+    reply_rx.recv().map_err(|_| io::Error::other("the spawner thread dropped the request"))?
 }
 
 impl Owned {

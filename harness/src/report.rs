@@ -1,6 +1,7 @@
-//! Human-readable results: the per-step table (expected vs actual) printed
-//! while a scenario streams in, and the framed failure report with the
-//! failing step, the console tail, the kernel log and where the full logs are.
+//! Results, for people and for CI: the per-step table (expected vs actual)
+//! printed while a scenario streams in, the framed failure report with the
+//! failing step, the console tail, the kernel log and where the full logs
+//! are, and the JUnit XML and JSON files of a test run.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -108,4 +109,84 @@ fn section(s: &mut String, title: &str, lines: &[String]) {
     for l in lines {
         let _ = writeln!(s, "  {l}");
     }
+}
+
+/// How one trial ended.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum TrialStatus {
+    /// It passed.
+    Passed,
+    /// It failed; the message is the (framed) failure report.
+    Failed {
+        /// What went wrong.
+        message: String,
+    },
+    /// It did not run.
+    Ignored {
+        /// Why, if known.
+        reason: Option<String>,
+    },
+}
+
+/// One trial's result, for the JUnit and JSON files.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrialRecord {
+    /// Full trial name, e.g. `pseries::windows::map_outside_window`.
+    pub name: String,
+    /// How it ended.
+    #[serde(flatten)]
+    pub status: TrialStatus,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// Directory with its console and QEMU logs, if it booted anything.
+    pub log_dir: Option<std::path::PathBuf>,
+    /// Per-step results of a scenario trial.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepResult>,
+}
+
+/// Writes a JUnit XML report: one test suite, one test case per trial
+/// (class name = the machine, the part of the name before the first `::`).
+pub fn write_junit(path: &Path, suite: &str, records: &[TrialRecord]) -> std::io::Result<()> {
+    use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+    let mut ts = TestSuite::new(suite);
+    let mut total = 0.0;
+    for r in records {
+        let status = match &r.status {
+            TrialStatus::Passed => TestCaseStatus::success(),
+            TrialStatus::Failed { message } => {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                s.set_message(message.lines().find(|l| !l.starts_with('=')).unwrap_or("failed"));
+                s.set_description(message.as_str());
+                s
+            }
+            TrialStatus::Ignored { reason } => {
+                let mut s = TestCaseStatus::skipped();
+                if let Some(reason) = reason {
+                    s.set_message(reason.as_str());
+                }
+                s
+            }
+        };
+        let mut tc = TestCase::new(r.name.as_str(), status);
+        tc.set_classname(r.name.split("::").next().unwrap_or(suite));
+        tc.set_time(std::time::Duration::from_secs_f64(r.seconds));
+        if let Some(dir) = &r.log_dir {
+            tc.set_system_out(format!("logs: {}", dir.display()));
+        }
+        total += r.seconds;
+        ts.add_test_case(tc);
+    }
+    ts.set_time(std::time::Duration::from_secs_f64(total));
+    let mut report = Report::new("iobench");
+    report.add_test_suite(ts);
+    let xml = report.to_string().map_err(std::io::Error::other)?;
+    std::fs::write(path, xml)
+}
+
+/// Writes the records as a JSON array.
+pub fn write_json(path: &Path, records: &[TrialRecord]) -> std::io::Result<()> {
+    let text = serde_json::to_vec_pretty(records).map_err(std::io::Error::other)?;
+    std::fs::write(path, text)
 }

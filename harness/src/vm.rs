@@ -457,8 +457,27 @@ impl Vm {
     }
 
     /// Wraps an agent error with this machine's console context.
-    pub fn explain(&self, source: AgentError) -> VmError {
-        self.console_verdict("running").unwrap_or_else(|| self.agent_error(source))
+    pub fn explain(&mut self, source: AgentError) -> VmError {
+        // The console may trail the agent stream: give it a moment to say why.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            if let Some(v) = self.console_verdict("running") {
+                return v;
+            }
+            if let Ok(Some(status)) = self.qemu.try_wait() {
+                self.console.finish();
+                return self.console_verdict("running").unwrap_or_else(|| VmError::QemuExited {
+                    status: status.to_string(),
+                    stage: "running",
+                    stderr: self.qemu_stderr(),
+                    log_dir: self.spec.log_dir.clone(),
+                });
+            }
+            if Instant::now() > deadline {
+                return self.agent_error(source);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// What the console says went wrong, if anything: a fatal kernel event

@@ -1,5 +1,8 @@
 //! Shared pieces of the VM test suite: the image manifest that
-//! `cargo xtask test` writes and the suite reads.
+//! `cargo xtask test` writes and the suite reads, and the [`pool`] of booted
+//! machines the scenario trials share.
+
+pub mod pool;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,6 +21,17 @@ pub struct Manifest {
     pub log_root: PathBuf,
     /// The repository's `qemu-configs/`.
     pub machines_dir: PathBuf,
+    /// The repository's `scenarios/`.
+    pub scenarios_dir: PathBuf,
+    /// Only these machine definitions (empty: all).
+    #[serde(default)]
+    pub machines: Vec<String>,
+    /// Write a JUnit XML report here.
+    #[serde(default)]
+    pub junit: Option<PathBuf>,
+    /// Write a JSON report here.
+    #[serde(default)]
+    pub json: Option<PathBuf>,
 }
 
 /// What one flavour boots.

@@ -50,15 +50,65 @@ pub struct BenchArgs {
 /// `test` options.
 #[derive(Debug, Args)]
 pub struct TestArgs {
+    /// Run only trials whose name contains this (e.g. `pseries::windows`).
+    pub filter: Option<String>,
+    /// Machines to run: a machine definition name, or `all`.
+    #[arg(long, default_value = "all")]
+    pub machine: String,
+    /// Boot this kernel image instead of building one (for the machines of its architecture).
+    #[arg(long, conflicts_with = "src")]
+    pub kernel: Option<PathBuf>,
     /// Accelerator.
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelFlag,
     /// Kernel source.
     #[command(flatten)]
     pub source: KernelSource,
-    /// Filter and libtest options (`--list`, `--exact`, `--skip`, `--ignored`, …).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    /// Write a JUnit XML report.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write a JSON report (per-trial status, duration, logs, steps).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Trials run at once (default: one per CPU).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// List the trials instead of running them.
+    #[arg(long)]
+    pub list: bool,
+    /// Run only ignored trials (disabled scenarios).
+    #[arg(long, conflicts_with = "include_ignored")]
+    pub ignored: bool,
+    /// Run ignored trials too.
+    #[arg(long)]
+    pub include_ignored: bool,
+    /// The filter must match a whole trial name.
+    #[arg(long)]
+    pub exact: bool,
+    /// Skip trials whose name contains this (repeatable).
+    #[arg(long)]
+    pub skip: Vec<String>,
+    /// Further libtest arguments, after `--`.
+    #[arg(last = true)]
     pub rest: Vec<String>,
+}
+
+impl TestArgs {
+    /// The arguments for the libtest-mimic suite.
+    pub fn libtest_args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        let flags = [("--list", self.list), ("--ignored", self.ignored), ("--include-ignored", self.include_ignored), ("--exact", self.exact)];
+        a.extend(flags.iter().filter(|(_, on)| *on).map(|(f, _)| f.to_string()));
+        for s in &self.skip {
+            a.extend(["--skip".to_string(), s.clone()]);
+        }
+        if let Some(j) = self.jobs {
+            a.extend(["--test-threads".to_string(), j.to_string()]);
+        }
+        a.extend(self.rest.iter().cloned());
+        a.extend(self.filter.iter().cloned());
+        a
+    }
 }
 
 /// Guest architecture on the command line.

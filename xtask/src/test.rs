@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use harness::machine::Arch;
 use iobench_tests_manifest::{FlavourImages, Manifest};
 use xshell::{Shell, cmd};
@@ -17,12 +17,35 @@ use crate::flags::TestArgs;
 use crate::kernel::{self, Flavour};
 
 /// The kernel flavours the suite boots.
-pub const FLAVOURS: &[&str] = &["ppc64le-4k", "x86_64"];
+pub const FLAVOURS: &[&str] = &["ppc64le-4k", "ppc64le-64k", "x86_64"];
+
+/// The architecture a kernel image is for: an ELF's machine, or an x86 bzImage.
+fn kernel_arch(path: &std::path::Path) -> Result<Arch> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading the kernel {}", path.display()))?;
+    if bytes.starts_with(b"\x7fELF") && bytes.len() > 20 {
+        match u16::from_le_bytes([bytes[18], bytes[19]]) {
+            21 => return Ok(Arch::Ppc64le),
+            62 => return Ok(Arch::X86_64),
+            m => bail!("{}: ELF machine {m} is neither ppc64 nor x86_64", path.display()),
+        }
+    }
+    if bytes.get(0x202..0x206) == Some(b"HdrS") {
+        return Ok(Arch::X86_64);
+    }
+    bail!("{}: neither an ELF vmlinux nor an x86 bzImage", path.display())
+}
 
 /// Runs the suite.
 pub fn run(t: &TestArgs) -> Result<()> {
     crate::setup::require(&["qemu-system-ppc64", "qemu-system-x86_64", harness::vsock::BACKEND])?;
     let root = repo_root();
+    let machines = if t.machine == "all" {
+        Vec::new()
+    } else {
+        harness::machine::Machine::find(&root.join("qemu-configs"), &t.machine)?;
+        vec![t.machine.clone()]
+    };
+    let own_kernel = t.kernel.as_ref().map(|k| kernel_arch(k).map(|a| (a, k.clone()))).transpose()?;
     let src = crate::images::source(&t.source);
     let mut initramfs = BTreeMap::new();
     for arch in [Arch::Ppc64le, Arch::X86_64] {
@@ -31,22 +54,37 @@ pub fn run(t: &TestArgs) -> Result<()> {
     let mut flavours = BTreeMap::new();
     for f in FLAVOURS {
         let fl = Flavour::named(f)?;
-        let built = kernel::build(&fl, &src)?;
-        let accel = crate::accel::choose(t.accel, fl.arch, &built.image)?;
+        let (image, vmlinux) = match &own_kernel {
+            Some((arch, k)) if *arch == fl.arch => (k.clone(), None),
+            _ => {
+                let built = kernel::build(&fl, &src)?;
+                (built.image, Some(built.vmlinux))
+            }
+        };
+        let accel = crate::accel::choose(t.accel, fl.arch, &image)?;
         flavours.insert(
             f.to_string(),
-            FlavourImages { kernel: built.image, vmlinux: Some(built.vmlinux), initramfs: initramfs[&fl.arch].clone(), accel: accel.as_str().into() },
+            FlavourImages { kernel: image, vmlinux, initramfs: initramfs[&fl.arch].clone(), accel: accel.as_str().into() },
         );
     }
     let out = root.join("target/iobench");
     std::fs::create_dir_all(&out)?;
-    let manifest = Manifest { flavours, log_root: out.join("logs"), machines_dir: root.join("qemu-configs") };
+    let absolute = |p: &Option<std::path::PathBuf>| p.as_ref().map(std::path::absolute).transpose();
+    let manifest = Manifest {
+        flavours,
+        log_root: out.join("logs"),
+        machines_dir: root.join("qemu-configs"),
+        scenarios_dir: root.join("scenarios"),
+        machines,
+        junit: absolute(&t.junit)?,
+        json: absolute(&t.json)?,
+    };
     let path = out.join("images.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&manifest)?)?;
     let sh = Shell::new()?;
     sh.change_dir(&root);
     let _env = sh.push_env(iobench_tests_manifest::MANIFEST_ENV, &path);
-    let rest = &t.rest;
+    let rest = t.libtest_args();
     cmd!(sh, "cargo test --quiet -p iobench-tests --test vm -- {rest...}").quiet().run()?;
     Ok(())
 }

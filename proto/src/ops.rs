@@ -102,10 +102,19 @@ const MEM_RANGE: [ArgSpec; 3] = [req("buffer", Handle), opt("offset", U64), opt(
 
 /// Every operation, sorted by name.
 pub const OPS: &[OpSpec] = &[
+    OpSpec { name: "bench.edu_round_trips", summary: "edu DMA RAM→edu→RAM `iterations` times; yields {iterations, seconds, per_second}", args: &[
+        req("device", Handle), req("src_iova", U64), req("dst_iova", U64), req("iterations", U64), opt("count", U64)] },
+    OpSpec { name: "bench.ioas_map_unmap", summary: "IOAS map+unmap of a buffer range `iterations` times; yields {iterations, seconds, per_second}", args: &[
+        req("iommufd", Handle), req("ioas", U64), MEM_RANGE[0], MEM_RANGE[1], MEM_RANGE[2], req("iova", U64),
+        req("iterations", U64)] },
+    OpSpec { name: "bench.vfio_map_unmap", summary: "VFIO_IOMMU_MAP_DMA+UNMAP_DMA `iterations` times; yields {iterations, seconds, per_second}", args: &[
+        req("container", Handle), req("iova", U64), MEM_RANGE[0], MEM_RANGE[1], MEM_RANGE[2], req("iterations", U64)] },
     OpSpec { name: "check", summary: "compare `value` with eq/ne/contains/lt/le/gt/ge/bits_set/bits_clear; ok (yielding the value) or error", args: &[
         req("value", Any), opt("eq", Any), opt("ne", Any), opt("contains", Str), opt("lt", U64), opt("le", U64), opt("gt", U64),
         opt("ge", U64), opt("bits_set", U64), opt("bits_clear", U64)] },
     OpSpec { name: "close", summary: "close a handle (fd or buffer) made by an earlier step", args: &[req("handle", Handle)] },
+    OpSpec { name: "debug.abort", summary: "abort the agent (tests the harness's crash handling)", args: &[] },
+    OpSpec { name: "debug.sleep", summary: "sleep `ms` milliseconds (tests the harness's timeouts)", args: &[req("ms", U64)] },
     OpSpec { name: "edu.dma", summary: "program an edu DMA (to_device: RAM→edu, from_device: edu→RAM) and wait for it", args: &[
         req("device", Handle), req("iova", U64), req("count", U64), req("direction", Choice(&["to_device", "from_device"])),
         opt("edu_offset", U64), opt("timeout_ms", U64)] },

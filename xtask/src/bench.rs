@@ -4,8 +4,9 @@
 //! the same machine arguments but no harness (no vsock backend, console to a
 //! pipe nobody watches, init powering off at once; spawn → exit), against the
 //! **harness** boot (spawn → agent connected and greeted).  Also the no-op
-//! image build and, unless `--no-suite`, the warm VM suite.  Medians of
-//! `--runs` boots; a table on stdout and `target/iobench/bench.json`.
+//! image build, unless `--no-suite` the warm VM suite, and in-guest op rates
+//! (the `bench.*` scenarios under `scenarios/_bench/`).  Medians of `--runs`
+//! boots; a table on stdout and `target/iobench/bench.json`.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,6 +50,35 @@ fn bare_boot(spec: &harness::vm::VmSpec) -> Result<Duration> {
     }
 }
 
+/// In-guest op rates: (label, machine, scenario under `scenarios/_bench/`).
+const OP_RATES: &[(&str, &str, &str)] = &[
+    ("IOAS map+unmap pairs (mock domain, 64 KiB)", "q35-mock", "ioas_map_unmap"),
+    ("sPAPR window map+unmap pairs (64 KiB)", "pseries", "spapr_map_unmap"),
+    ("edu DMA round trips (4 KiB, sPAPR)", "pseries", "edu_round_trips"),
+];
+
+/// Boots `machine`, runs the bench scenario and returns its `bench.*` step's rate.
+fn op_rate(machine: &str, file: &str) -> Result<f64> {
+    let path = repo_root().join("scenarios/_bench").join(format!("{file}.toml"));
+    let scenario = harness::scenario::ScenarioFile::load(&path, None)?;
+    let m = crate::run::machine(machine, &opts())?;
+    let spec = crate::run::spec(m, &opts(), GuestMode::Agent, repo_root().join("target/iobench/bench").join(file))?;
+    let mut vm = Vm::boot(spec)?;
+    let run = harness::scenario::run_on(&mut vm, &scenario, |_| {});
+    if !run.passed() {
+        bail!("benchmark scenario failed:\n{}", run.failure_report(&scenario, &vm));
+    }
+    let _ = vm.poweroff();
+    run.results
+        .iter()
+        .find(|r| r.op.starts_with("bench."))
+        .and_then(|r| match &r.actual {
+            harness::proto::Actual::Value(v) => v.get("per_second").and_then(serde_json::Value::as_f64),
+            _ => None,
+        })
+        .with_context(|| format!("{}: no bench.* step with a rate", path.display()))
+}
+
 /// Runs the benchmark.
 pub fn run(b: &BenchArgs) -> Result<()> {
     let runs = b.runs.max(1);
@@ -80,7 +110,7 @@ pub fn run(b: &BenchArgs) -> Result<()> {
         crate::kernel::build(&crate::kernel::Flavour::named(f)?, &crate::kernel::Source::Debian)?;
     }
     let noop = t0.elapsed();
-    rows.push(format!("no-op image build (2 kernels, 2 agents, 2 initramfs): {:.3} s", noop.as_secs_f64()));
+    rows.push(format!("no-op image build ({} kernels, 2 agents, 2 initramfs): {:.3} s", crate::test::FLAVOURS.len(), noop.as_secs_f64()));
     json.insert("noop_build_s".into(), noop.as_secs_f64().into());
     if !b.no_suite {
         let log = out.join("bench-suite.log");
@@ -98,7 +128,11 @@ pub fn run(b: &BenchArgs) -> Result<()> {
         rows.push(format!("warm VM suite (`cargo xtask test`, {verdict}): {:.1} s", suite.as_secs_f64()));
         json.insert("warm_suite_s".into(), suite.as_secs_f64().into());
     }
-    rows.push("in-guest op rates: not measured yet (scenario operations are not implemented)".into());
+    for (label, machine, file) in OP_RATES {
+        let per_second = op_rate(machine, file)?;
+        rows.push(format!("{label:<44} {per_second:>10.1} /s  ({machine}, scenarios/_bench/{file}.toml)"));
+        json.insert(format!("rate_{file}_per_s"), per_second.into());
+    }
     println!("iobench bench ({runs} runs, medians)");
     for r in &rows {
         println!("  {r}");

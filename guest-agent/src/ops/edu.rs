@@ -7,6 +7,7 @@
 //! (bit 0 start/busy, bit 1 edu→RAM).  64-bit registers take 8-byte accesses;
 //! a transfer completes about 100 ms of virtual time after the command.
 
+use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -29,18 +30,30 @@ const EDU_ID: u64 = 0x00ed;
 /// `edu.dma`: one transfer, waited for by polling the command register.
 pub fn dma(ctx: &mut Ctx, args: &Args) -> OpResult {
     let fd = ctx.fd(args, "device")?;
+    let to_ram = args.str("direction")? == "from_device";
+    let timeout = Duration::from_millis(args.u64_or("timeout_ms", 10_000)?);
+    let t = transfer(fd, args.u64("iova")?, args.u64("count")?, args.u64_or("edu_offset", 0)?, to_ram, timeout)?;
+    Ok(json!({ "micros": t.as_micros() as u64 }))
+}
+
+/// One edu transfer between `iova` and the device buffer at `edu_offset`; yields its duration.
+pub fn transfer(
+    fd: BorrowedFd<'_>,
+    iova: u64,
+    count: u64,
+    edu_offset: u64,
+    to_ram: bool,
+    timeout: Duration,
+) -> Result<Duration, OpError> {
     let id = read_reg(fd, 0, REG_ID, 4)?;
     if id & EDU_ID_MASK != EDU_ID {
         return Err(OpError::Error(format!("not an edu device: ID register reads {id:#010x}")));
     }
-    let (iova, count) = (args.u64("iova")?, args.u64("count")?);
-    let edu_offset = args.u64_or("edu_offset", 0)?;
     if count == 0 || edu_offset + count > EDU_BUFFER_LEN {
         return Err(OpError::Error(format!(
             "count {count:#x} at edu offset {edu_offset:#x} leaves the device's {EDU_BUFFER_LEN}-byte buffer"
         )));
     }
-    let to_ram = args.str("direction")? == "from_device";
     enable_bus_master(fd)?;
     if read_reg(fd, 0, REG_CMD, 8)? & CMD_START != 0 {
         return Err(OpError::Error("the edu device is still busy with an earlier transfer".into()));
@@ -51,12 +64,11 @@ pub fn dma(ctx: &mut Ctx, args: &Args) -> OpResult {
     write_reg(fd, 0, REG_COUNT, 8, count)?;
     let start = Instant::now();
     write_reg(fd, 0, REG_CMD, 8, CMD_START | if to_ram { CMD_TO_RAM } else { 0 })?;
-    let timeout = Duration::from_millis(args.u64_or("timeout_ms", 10_000)?);
     while read_reg(fd, 0, REG_CMD, 8)? & CMD_START != 0 {
         if start.elapsed() > timeout {
             return Err(OpError::Error(format!("edu DMA did not complete within {timeout:?}")));
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(1));
     }
-    Ok(json!({ "micros": start.elapsed().as_micros() as u64 }))
+    Ok(start.elapsed())
 }

@@ -90,7 +90,7 @@ pub fn allow_iovas(ctx: &mut Ctx, args: &Args) -> OpResult {
     ioctl_ptr(ctx.fd(args, "iommufd")?, io::IOAS_ALLOW_IOVAS, &mut a).map(Value::from).map_err(Into::into)
 }
 
-fn map_flags(args: &Args, fixed: bool) -> Result<u32, OpError> {
+pub fn map_flags(args: &Args, fixed: bool) -> Result<u32, OpError> {
     let mut flags = 0;
     if fixed {
         flags |= iofd::iommufd_ioas_map_flags_IOMMU_IOAS_MAP_FIXED_IOVA;
@@ -104,33 +104,39 @@ fn map_flags(args: &Args, fixed: bool) -> Result<u32, OpError> {
     Ok(flags)
 }
 
+/// IOMMU_IOAS_MAP; yields the IOVA used.
+pub fn map_raw(fd: BorrowedFd<'_>, ioas: u32, user_va: u64, length: u64, iova: u64, flags: u32) -> Result<u64, OpError> {
+    let mut m = iofd::iommu_ioas_map {
+        size: argsz::<iofd::iommu_ioas_map>(),
+        flags,
+        ioas_id: ioas,
+        user_va,
+        length,
+        iova,
+        ..Default::default()
+    };
+    ioctl_ptr(fd, io::IOAS_MAP, &mut m)?;
+    Ok(m.iova)
+}
+
+/// IOMMU_IOAS_UNMAP; yields the length unmapped.
+pub fn unmap_raw(fd: BorrowedFd<'_>, ioas: u32, iova: u64, length: u64) -> Result<u64, OpError> {
+    let mut u = iofd::iommu_ioas_unmap { size: argsz::<iofd::iommu_ioas_unmap>(), ioas_id: ioas, iova, length };
+    ioctl_ptr(fd, io::IOAS_UNMAP, &mut u)?;
+    Ok(u.length)
+}
+
 /// `ioas.map`: fixed IOVA if given, else the kernel picks one.
 pub fn map(ctx: &mut Ctx, args: &Args) -> OpResult {
     let (buf, offset, length) = ctx.buffer_range(args)?;
     let iova = args.opt_u64("iova")?;
-    let mut m = iofd::iommu_ioas_map {
-        size: argsz::<iofd::iommu_ioas_map>(),
-        flags: map_flags(args, iova.is_some())?,
-        ioas_id: args.u32("ioas")?,
-        user_va: buf.addr(offset),
-        length,
-        iova: iova.unwrap_or(0),
-        ..Default::default()
-    };
-    ioctl_ptr(ctx.fd(args, "iommufd")?, io::IOAS_MAP, &mut m)?;
-    Ok(m.iova.into())
+    let flags = map_flags(args, iova.is_some())?;
+    map_raw(ctx.fd(args, "iommufd")?, args.u32("ioas")?, buf.addr(offset), length, iova.unwrap_or(0), flags).map(Value::from)
 }
 
 /// `ioas.unmap`: yields the length unmapped.
 pub fn unmap(ctx: &mut Ctx, args: &Args) -> OpResult {
-    let mut u = iofd::iommu_ioas_unmap {
-        size: argsz::<iofd::iommu_ioas_unmap>(),
-        ioas_id: args.u32("ioas")?,
-        iova: args.u64("iova")?,
-        length: args.u64("length")?,
-    };
-    ioctl_ptr(ctx.fd(args, "iommufd")?, io::IOAS_UNMAP, &mut u)?;
-    Ok(u.length.into())
+    unmap_raw(ctx.fd(args, "iommufd")?, args.u32("ioas")?, args.u64("iova")?, args.u64("length")?).map(Value::from)
 }
 
 /// `ioas.copy`: yields the destination IOVA.

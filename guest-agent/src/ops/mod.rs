@@ -1,9 +1,10 @@
 //! The agent's operations, one function per entry of
 //! `iobench_proto::ops::OPS`, grouped by interface: [`vfio`] (container,
 //! group, device, sPAPR windows, EEH), [`iommufd`] (IOAS, HWPT, mock domain),
-//! [`edu`] (device DMA), and here the generic ones (memory, checks, files,
-//! the kernel log).
+//! [`edu`] (device DMA), [`bench`] (timed loops), and here the generic ones
+//! (memory, checks, files, the kernel log, debugging aids).
 
+pub mod bench;
 pub mod edu;
 pub mod iommufd;
 pub mod vfio;
@@ -18,8 +19,16 @@ type OpFn = fn(&mut Ctx, &Args) -> OpResult;
 
 /// Every operation's implementation, by catalogue name.
 pub const TABLE: &[(&str, OpFn)] = &[
+    ("bench.edu_round_trips", bench::edu_round_trips),
+    ("bench.ioas_map_unmap", bench::ioas_map_unmap),
+    ("bench.vfio_map_unmap", bench::vfio_map_unmap),
     ("check", check),
     ("close", |ctx, args| ctx.close(args)),
+    ("debug.abort", |_, _| std::process::abort()),
+    ("debug.sleep", |_, args| {
+        std::thread::sleep(std::time::Duration::from_millis(args.u64("ms")?));
+        Ok(Value::Null)
+    }),
     ("edu.dma", edu::dma),
     ("eeh.pe_op", vfio::eeh_pe_op),
     ("file.read", file_read),

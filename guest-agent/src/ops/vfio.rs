@@ -213,7 +213,7 @@ pub fn region_write(ctx: &mut Ctx, args: &Args) -> OpResult {
     write_reg(ctx.fd(args, "device")?, region, offset, width, value).map(|_| Value::Null)
 }
 
-fn rw_flags(args: &Args) -> Result<u32, OpError> {
+pub fn rw_flags(args: &Args) -> Result<u32, OpError> {
     let mut flags = 0;
     if args.bool_or("read", true)? {
         flags |= vfio::VFIO_DMA_MAP_FLAG_READ;
@@ -224,28 +224,33 @@ fn rw_flags(args: &Args) -> Result<u32, OpError> {
     Ok(flags)
 }
 
-/// `vfio.map_dma` (type1 and sPAPR share the struct).
+/// VFIO_IOMMU_MAP_DMA (type1 and sPAPR share the struct); the ioctl's return value.
+pub fn map_raw(fd: BorrowedFd<'_>, vaddr: u64, iova: u64, size: u64, flags: u32) -> Result<i32, OpError> {
+    let mut m =
+        vfio::vfio_iommu_type1_dma_map { argsz: argsz::<vfio::vfio_iommu_type1_dma_map>(), flags, vaddr, iova, size };
+    ioctl_ptr(fd, io::MAP_DMA, &mut m).map_err(Into::into)
+}
+
+/// VFIO_IOMMU_UNMAP_DMA; the ioctl's return value.
+pub fn unmap_raw(fd: BorrowedFd<'_>, iova: u64, size: u64) -> Result<i32, OpError> {
+    let mut u = vfio::vfio_iommu_type1_dma_unmap {
+        argsz: argsz::<vfio::vfio_iommu_type1_dma_unmap>(),
+        iova,
+        size,
+        ..Default::default()
+    };
+    ioctl_ptr(fd, io::UNMAP_DMA, &mut u).map_err(Into::into)
+}
+
+/// `vfio.map_dma`.
 pub fn map_dma(ctx: &mut Ctx, args: &Args) -> OpResult {
     let (buf, offset, length) = ctx.buffer_range(args)?;
-    let mut m = vfio::vfio_iommu_type1_dma_map {
-        argsz: argsz::<vfio::vfio_iommu_type1_dma_map>(),
-        flags: rw_flags(args)?,
-        vaddr: buf.addr(offset),
-        iova: args.u64("iova")?,
-        size: length,
-    };
-    ioctl_ptr(ctx.fd(args, "container")?, io::MAP_DMA, &mut m).map(Value::from).map_err(Into::into)
+    map_raw(ctx.fd(args, "container")?, buf.addr(offset), args.u64("iova")?, length, rw_flags(args)?).map(Value::from)
 }
 
 /// `vfio.unmap_dma`.
 pub fn unmap_dma(ctx: &mut Ctx, args: &Args) -> OpResult {
-    let mut u = vfio::vfio_iommu_type1_dma_unmap {
-        argsz: argsz::<vfio::vfio_iommu_type1_dma_unmap>(),
-        iova: args.u64("iova")?,
-        size: args.u64("length")?,
-        ..Default::default()
-    };
-    ioctl_ptr(ctx.fd(args, "container")?, io::UNMAP_DMA, &mut u).map(Value::from).map_err(Into::into)
+    unmap_raw(ctx.fd(args, "container")?, args.u64("iova")?, args.u64("length")?).map(Value::from)
 }
 
 /// `spapr.tce_info`.

@@ -125,7 +125,9 @@ fn the_shipped_catalogue_is_valid() {
     let all = load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
     assert!(all.len() >= 10, "only {} scenarios", all.len());
     let machines = crate::machine::available(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../qemu-configs"));
-    for s in &all {
+    let bench = load_dir(&dir.join("_bench")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(bench.len(), 3);
+    for s in all.iter().chain(&bench) {
         for m in &s.machines {
             assert!(machines.contains(m), "{}: unknown machine {m}", s.path.display());
         }

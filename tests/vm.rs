@@ -263,6 +263,70 @@ fn two_at_once(m: &Manifest, _machine: &str, trial: &str) -> Result<(), Failed> 
     Ok(())
 }
 
+/// A scenario written in the trial itself (not part of the catalogue).
+fn inline_scenario(machine: &str, name: &str, steps: &str) -> Result<harness::scenario::ScenarioFile, Failed> {
+    let text = format!("description = \"{name}\"\nmachines = [\"{machine}\"]\n{steps}");
+    harness::scenario::ScenarioFile::parse(&text, Path::new(&format!("inline/{name}.toml")), name).map_err(|e| e.to_string().into())
+}
+
+fn pool_for(m: &Manifest, machine: &str, trial: &str) -> Pool {
+    let mut own = m.clone();
+    own.log_root = m.log_root.join(trial.replace("::", "/"));
+    Pool::new(own, [machine.to_string()])
+}
+
+/// A deliberately wrong expectation gives the framed report: step, line,
+/// expected vs actual, the kernel log and console tail, the log directory.
+fn failure_report(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
+    let file = inline_scenario(machine, "broken", "[[step]]\nop = \"mem.alloc\"\nsize = \"4K\"\n\n[[step]]\nop = \"file.read\"\npath = \"/no/such/file\"\nexpect = { value = \"x\" }\n\n[[step]]\nop = \"close\"\nhandle = \"$never\"\nexpect = \"any\"\n");
+    // The third step refers to a name no step binds: rejected before boot.
+    match file {
+        Err(e) if e.message().is_some_and(|m| m.contains("inline/broken.toml:14") && m.contains("$never is not bound")) => {}
+        other => return Err(format!("expected a host-side validation error, got {:?}", other.map(|_| ()).map_err(|e| e.message().map(String::from))).into()),
+    }
+    let file = inline_scenario(machine, "broken", "[[step]]\nop = \"mem.alloc\"\nsize = \"4K\"\n\n[[step]]\nop = \"file.read\"\npath = \"/no/such/file\"\nexpect = { value = \"x\" }\n")?;
+    let pool = pool_for(m, machine, trial);
+    let t = pool.run(machine, &file);
+    pool.shutdown();
+    let report = match &t.result {
+        Err(f) => f.message().unwrap_or_default().to_string(),
+        Ok(_) => return Err("a scenario with a wrong expectation passed".into()),
+    };
+    let log_dir = t.log_dir.as_ref().ok_or("no log dir")?.display().to_string();
+    for needle in ["scenario broken failed", "step 1 (line 7): file.read", "expected: = \"x\"", "actual:   ENOENT (2)", "--- last console lines ---", &format!("full logs: {log_dir}")] {
+        if !report.contains(needle) {
+            return Err(format!("failure report lacks {needle:?}:\n{report}").into());
+        }
+    }
+    if t.steps.len() != 2 || !t.steps[0].passed || t.machine_broken {
+        return Err(format!("unexpected step results {:?} (broken: {})", t.steps, t.machine_broken).into());
+    }
+    Ok(())
+}
+
+/// The agent dies mid-scenario: the finished steps survive, the trial names
+/// the cause, and the pool's next scenario runs on a freshly booted machine.
+fn crash_mid_scenario(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
+    let crash = inline_scenario(machine, "crash", "[[step]]\nop = \"mem.alloc\"\nsize = \"4K\"\n\n[[step]]\nop = \"debug.abort\"\n")?;
+    let fine = inline_scenario(machine, "fine", "[[step]]\nop = \"mem.alloc\"\nsize = \"4K\"\nfill = \"seq:2\"\nbind = \"b\"\n\n[[step]]\nop = \"mem.check\"\nbuffer = \"$b\"\npattern = \"seq:2\"\n")?;
+    let pool = pool_for(m, machine, trial);
+    let first = pool.run(machine, &crash);
+    let second = pool.run(machine, &fine);
+    pool.shutdown();
+    let report = first.result.err().and_then(|f| f.message().map(String::from)).ok_or("the crashing scenario passed")?;
+    if !report.contains("agent exited") || !first.machine_broken || first.steps.len() != 1 || !first.steps[0].passed {
+        return Err(format!("crash not reported as such (steps {:?}):\n{report}", first.steps).into());
+    }
+    if let Err(e) = second.result {
+        return Err(format!("the scenario after the crash failed: {}", e.message().unwrap_or_default()).into());
+    }
+    let dir = second.log_dir.ok_or("no log dir")?;
+    if !dir.ends_with(format!("{machine}/shared-2")) {
+        return Err(format!("expected a second boot, ran in {}", dir.display()).into());
+    }
+    Ok(())
+}
+
 const TRIALS: &[(&str, &str, Check)] = &[
     ("pseries::boot", "pseries", boot_and_inventory),
     ("pseries-2pe::boot", "pseries-2pe", boot_and_inventory),
@@ -275,6 +339,8 @@ const TRIALS: &[(&str, &str, Check)] = &[
     ("q35::channel::virtio_serial_fallback", "q35", serial_channel),
     ("pseries::lifecycle::gdbstub", "pseries", gdbstub),
     ("harness::two_vms_at_once", "pseries", two_at_once),
+    ("q35::scenario::failure_report", "q35", failure_report),
+    ("pseries::scenario::crash_mid_scenario", "pseries", crash_mid_scenario),
 ];
 
 /// Runs a trial body and keeps its record for the JUnit/JSON reports.

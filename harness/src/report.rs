@@ -190,3 +190,42 @@ pub fn write_json(path: &Path, records: &[TrialRecord]) -> std::io::Result<()> {
     let text = serde_json::to_vec_pretty(records).map_err(std::io::Error::other)?;
     std::fs::write(path, text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records() -> Vec<TrialRecord> {
+        let rec = |name: &str, status| TrialRecord { name: name.into(), status, seconds: 1.5, log_dir: None, steps: vec![] };
+        vec![
+            rec("pseries::windows::a", TrialStatus::Passed),
+            rec("q35::ioas::b", TrialStatus::Failed { message: "=== x ===\nstep 3 (line 9): ioas.map\n  expected: ok <&>".into() }),
+            rec("pseries::windows::c", TrialStatus::Ignored { reason: Some("the guest lacks eeh".into()) }),
+        ]
+    }
+
+    #[test]
+    fn junit_is_valid_and_counts_each_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junit.xml");
+        write_junit(&path, "iobench", &records()).unwrap();
+        let xml = std::fs::read_to_string(&path).unwrap();
+        let report = quick_junit::Report::deserialize_from_str(&xml).unwrap();
+        let suite = &report.test_suites[0];
+        let skipped = suite.test_cases.iter().filter(|t| matches!(t.status, quick_junit::TestCaseStatus::Skipped { .. })).count();
+        assert_eq!((suite.tests, suite.failures, skipped), (3, 1, 1));
+        assert!(xml.contains("classname=\"q35\""), "{xml}");
+        assert!(xml.contains("step 3 (line 9): ioas.map"), "{xml}");
+    }
+
+    #[test]
+    fn json_has_status_and_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        write_json(&path, &records()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(v[1]["status"], "failed");
+        assert_eq!(v[2]["reason"], "the guest lacks eeh");
+        assert_eq!(v[0]["seconds"], 1.5);
+    }
+}

@@ -127,3 +127,97 @@ fn frames_survive_printk_noise() {
 fn crc32_matches_reference() {
     assert_eq!(framing::crc32(b"123456789"), 0xCBF4_3926);
 }
+
+mod ops_tests {
+    use serde_json::json;
+
+    use crate::ops::{self, Pattern, Reference, parse_u64, satisfies, value_matches};
+    use crate::{Actual, Expect};
+
+    #[test]
+    fn numbers_in_every_spelling() {
+        assert_eq!(parse_u64(&json!(4096)), Ok(4096));
+        assert_eq!(parse_u64(&json!("0x800000000000000")), Ok(1 << 59));
+        assert_eq!(parse_u64(&json!("64K")), Ok(65536));
+        assert_eq!(parse_u64(&json!("1G")), Ok(1 << 30));
+        assert_eq!(parse_u64(&json!("16T")), Ok(1 << 44));
+        assert_eq!(parse_u64(&json!("max")), Ok(u64::MAX));
+        assert_eq!(parse_u64(&json!("1_000")), Ok(1000));
+        assert!(parse_u64(&json!(-1)).is_err());
+        assert!(parse_u64(&json!("lots")).is_err());
+        assert!(parse_u64(&json!("99999999999T")).is_err());
+        assert!(parse_u64(&json!(true)).is_err());
+    }
+
+    #[test]
+    fn references_parse_and_resolve() {
+        let r = Reference::parse("$win.start_addr+0x10000").unwrap().unwrap();
+        assert_eq!((r.name.as_str(), r.path.as_slice(), r.offset), ("win", &["start_addr".to_string()][..], 0x10000));
+        assert_eq!(r.resolve(&json!({"start_addr": 1u64 << 59})), Ok(json!((1u64 << 59) + 0x10000)));
+        let minus = Reference::parse("$x-4K").unwrap().unwrap();
+        assert_eq!(minus.resolve(&json!(8192)), Ok(json!(4096)));
+        assert!(minus.resolve(&json!(1)).is_err(), "underflow is an error");
+        assert!(Reference::parse("plain").is_none());
+        assert!(Reference::parse("$").unwrap().is_err());
+        assert!(Reference::parse("$a..b").unwrap().is_err());
+        let whole = Reference::parse("$h").unwrap().unwrap();
+        assert_eq!(whole.resolve(&json!({"handle": 1})), Ok(json!({"handle": 1})));
+        assert!(Reference::parse("$h.nope").unwrap().unwrap().resolve(&json!({"handle": 1})).is_err());
+    }
+
+    #[test]
+    fn patterns_are_position_dependent_sequences_or_bytes() {
+        assert_eq!(Pattern::parse("byte:0x5a"), Ok(Pattern::Byte(0x5a)));
+        assert_eq!(Pattern::parse("seq:7"), Ok(Pattern::Seq(7)));
+        assert!(Pattern::parse("byte:300").is_err());
+        assert!(Pattern::parse("stripes").is_err());
+        let p = Pattern::Seq(11);
+        let bytes: Vec<u8> = (0..64).map(|i| p.byte_at(i)).collect();
+        assert!(bytes.windows(2).any(|w| w[0] != w[1]), "a sequence must vary");
+        assert_ne!(bytes, (0..64).map(|i| Pattern::Seq(12).byte_at(i)).collect::<Vec<_>>(), "seeds differ");
+    }
+
+    #[test]
+    fn values_match_as_subsets_and_numbers_by_value() {
+        let actual = json!({"start_addr": 576460752303423488u64, "levels": 1, "extra": "x"});
+        assert!(value_matches(&json!({"start_addr": "0x800000000000000"}), &actual));
+        assert!(!value_matches(&json!({"start_addr": 0}), &actual));
+        assert!(!value_matches(&json!({"missing": 1}), &actual));
+        assert!(value_matches(&json!([[0, "max"]]), &json!([[0, u64::MAX]])));
+        assert!(!value_matches(&json!([[0, 1]]), &json!([[0, 1], [2, 3]])));
+        assert!(value_matches(&json!("1G"), &json!(1u64 << 30)));
+    }
+
+    #[test]
+    fn expectations() {
+        let ok = Actual::Value(json!(0));
+        let enxio = Actual::Errno { name: "ENXIO".into(), code: 6 };
+        let broken = Actual::Error("no such handle".into());
+        assert!(satisfies(&Expect::Ok, &ok) && !satisfies(&Expect::Ok, &enxio));
+        assert!(satisfies(&Expect::Errno("ENXIO".into()), &enxio));
+        assert!(!satisfies(&Expect::Errno("EINVAL".into()), &enxio));
+        assert!(satisfies(&Expect::Value(json!(0)), &ok) && !satisfies(&Expect::Value(json!(1)), &ok));
+        assert!(satisfies(&Expect::Any, &ok) && satisfies(&Expect::Any, &enxio));
+        assert!(!satisfies(&Expect::Any, &broken), "an agent-side error never satisfies");
+    }
+
+    #[test]
+    fn catalogue_is_sorted_unique_and_well_formed() {
+        let names: Vec<&str> = ops::OPS.iter().map(|o| o.name).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(names, sorted);
+        for op in ops::OPS {
+            let mut args: Vec<&str> = op.args.iter().map(|a| a.name).collect();
+            let n = args.len();
+            args.sort();
+            args.dedup();
+            assert_eq!(args.len(), n, "{} repeats an argument", op.name);
+            assert!(!args.contains(&"op") && !args.contains(&"expect") && !args.contains(&"bind"), "{} shadows a step key", op.name);
+        }
+        assert_eq!(ops::errno_code("EADDRINUSE"), Some(98));
+        assert_eq!(ops::errno_name(6), "ENXIO");
+        assert_eq!(ops::errno_name(4242), "E4242");
+    }
+}

@@ -10,6 +10,35 @@ use iobench_proto::StepResult;
 
 use crate::scenario::ScenarioFile;
 
+/// A JSON value for people: numbers of 64 KiB and more in hex (addresses, sizes, registers).
+pub fn pretty(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => match n.as_u64() {
+            Some(x) if x >= 0x10000 => format!("{x:#x}"),
+            _ => n.to_string(),
+        },
+        Value::Array(a) => format!("[{}]", a.iter().map(pretty).collect::<Vec<_>>().join(", ")),
+        Value::Object(m) => format!("{{{}}}", m.iter().map(|(k, x)| format!("{k}: {}", pretty(x))).collect::<Vec<_>>().join(", ")),
+        other => other.to_string(),
+    }
+}
+
+fn show_expected(e: &iobench_proto::Expect) -> String {
+    match e {
+        iobench_proto::Expect::Value(v) => format!("= {}", pretty(v)),
+        other => other.to_string(),
+    }
+}
+
+fn show_actual(a: &iobench_proto::Actual) -> String {
+    match a {
+        iobench_proto::Actual::Value(serde_json::Value::Null) => "ok".into(),
+        iobench_proto::Actual::Value(v) => format!("ok = {}", pretty(v)),
+        other => other.to_string(),
+    }
+}
+
 /// The table header matching [`row`].
 pub fn header() -> String {
     format!("  {:>3} {:>20}  {:<26} {:<22} {:<34} {:>9}", "#", "line", "op", "expected", "actual", "time")
@@ -32,14 +61,14 @@ pub fn origin(file: &ScenarioFile, i: usize) -> String {
 pub fn row(file: &ScenarioFile, r: &StepResult) -> String {
     let line = origin(file, r.index);
     let mark = if r.passed { "ok" } else { "FAIL" };
-    let actual = r.actual.to_string();
+    let actual = show_actual(&r.actual);
     let time = if r.micros >= 10_000 { format!("{} ms", r.micros / 1000) } else { format!("{} µs", r.micros) };
     let mut s = format!(
         "  {:>3} {:>20}  {:<26} {:<22} {:<34} {:>9}  {mark}",
         r.index,
         line,
         clip(&r.op, 26),
-        clip(&r.expected.to_string(), 22),
+        clip(&show_expected(&r.expected), 22),
         clip(&actual, 34),
         time
     );
@@ -83,8 +112,8 @@ pub fn failure(f: &Failure<'_>) -> String {
     let _ = writeln!(s, "file: {}", f.file.path.display());
     if let Some(bad) = f.results.iter().find(|r| !r.passed) {
         let _ = writeln!(s, "step {} (line {}): {}", bad.index, origin(f.file, bad.index), bad.op);
-        let _ = writeln!(s, "  expected: {}", bad.expected);
-        let _ = writeln!(s, "  actual:   {}", bad.actual);
+        let _ = writeln!(s, "  expected: {}", show_expected(&bad.expected));
+        let _ = writeln!(s, "  actual:   {}", show_actual(&bad.actual));
     } else if f.results.len() < f.file.scenario.steps.len() {
         let next = f.results.len();
         let op = f.file.scenario.steps.get(next).map(|st| st.op.as_str()).unwrap_or("?");

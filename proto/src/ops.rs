@@ -206,6 +206,8 @@ pub const OPS: &[OpSpec] = &[
     OpSpec { name: "vfio.map_dma", summary: "VFIO_IOMMU_MAP_DMA of a buffer range at iova; yields the ioctl's return value", args: &[
         req("container", Handle), req("iova", U64), MEM_RANGE[0], MEM_RANGE[1], MEM_RANGE[2], opt("read", Bool),
         opt("write", Bool)] },
+    OpSpec { name: "vfio.region_mmap_read", summary: "mmap a region and load `width` (4|8) bytes at offset; yields the number (device byte order)", args: &[
+        req("device", Handle), req("offset", U64), opt("region", U64), opt("width", U64)] },
     OpSpec { name: "vfio.region_read", summary: "pread `width` (4|8) bytes of a region; yields the number (device byte order)", args: &[
         req("device", Handle), req("offset", U64), opt("region", U64), opt("width", U64)] },
     OpSpec { name: "vfio.region_write", summary: "pwrite `width` (4|8) bytes to a region (device byte order)", args: &[

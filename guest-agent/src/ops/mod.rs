@@ -75,6 +75,7 @@ pub const TABLE: &[(&str, OpFn)] = &[
     ("vfio.group_status", vfio::group_status),
     ("vfio.group_unset_container", vfio::group_unset_container),
     ("vfio.map_dma", vfio::map_dma),
+    ("vfio.region_mmap_read", vfio::region_mmap_read),
     ("vfio.region_read", vfio::region_read),
     ("vfio.region_write", vfio::region_write),
     ("vfio.set_iommu", vfio::set_iommu),

@@ -152,6 +152,9 @@ pub struct KernelSource {
     /// Build this kernel tree instead of Debian's linux-source-6.12.
     #[arg(long)]
     pub src: Option<PathBuf>,
+    /// Boot Debian's own 6.12 kernels and modules instead of building (fast; no iommufd).
+    #[arg(long, value_name = "debian", value_parser = ["debian"], conflicts_with = "src")]
+    pub prebuilt: Option<String>,
 }
 
 /// `kernel` options.

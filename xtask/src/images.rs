@@ -20,8 +20,40 @@ pub fn source(s: &KernelSource) -> Source {
     }
 }
 
-/// Builds the agent and the initramfs for `arch`; returns the initramfs path.
+/// A kernel to boot, with the modules its initramfs must carry.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    /// What QEMU boots.
+    pub image: PathBuf,
+    /// Unstripped vmlinux, when there is one (for gdb).
+    pub vmlinux: Option<PathBuf>,
+    /// Modules to load at boot, dependencies first (only for prebuilt kernels).
+    pub modules: Vec<(String, Vec<u8>)>,
+    /// Where it came from, for people: `built`, `cached`, a Debian package, `given`.
+    pub origin: String,
+}
+
+/// The kernel for a flavour: `own` if given, else Debian's prebuilt one or a build.
+pub fn kernel(flavour: &str, src: &KernelSource, own: Option<&PathBuf>) -> Result<Kernel> {
+    if let Some(k) = own {
+        return Ok(Kernel { image: k.clone(), vmlinux: None, modules: Vec::new(), origin: "given".into() });
+    }
+    if src.prebuilt.is_some() {
+        let p = crate::prebuilt::debian(flavour)?;
+        return Ok(Kernel { image: p.image, vmlinux: None, modules: p.modules, origin: p.package });
+    }
+    let built = kernel::build(&Flavour::named(flavour)?, &source(src))?;
+    let origin = if built.cached { "cached" } else { "built" }.to_string();
+    Ok(Kernel { image: built.image, vmlinux: Some(built.vmlinux), modules: Vec::new(), origin })
+}
+
+/// Builds the agent and the plain initramfs for `arch`; returns its path.
 pub fn initramfs(arch: Arch) -> Result<PathBuf> {
+    initramfs_with(arch, &[])
+}
+
+/// Builds the agent and an initramfs for `arch` carrying `modules`; returns its path.
+pub fn initramfs_with(arch: Arch, modules: &[(String, Vec<u8>)]) -> Result<PathBuf> {
     let agent = crate::agent::build(arch)?;
     let busybox = crate::setup::busybox(arch.as_str());
     if !busybox.is_file() {
@@ -29,10 +61,16 @@ pub fn initramfs(arch: Arch) -> Result<PathBuf> {
     }
     let dir = cache_dir().join("images");
     std::fs::create_dir_all(&dir)?;
-    let out = dir.join(format!("initramfs-{arch}.cpio"));
+    let tag = if modules.is_empty() {
+        arch.to_string()
+    } else {
+        let names: Vec<&[u8]> = modules.iter().map(|(_, b)| b.as_slice()).collect();
+        format!("{arch}-mod-{}", &crate::cache::key(&names)[..12])
+    };
+    let out = dir.join(format!("initramfs-{tag}.cpio"));
     let init = repo_root().join("images/initramfs/init");
-    let fresh = dir.join(format!("initramfs-{arch}.new"));
-    crate::initramfs::build(&busybox, &agent, &init, &fresh)?;
+    let fresh = dir.join(format!("initramfs-{tag}.new"));
+    crate::initramfs::build(&busybox, &agent, &init, modules, &fresh)?;
     if std::fs::read(&out).ok() != std::fs::read(&fresh).ok() {
         std::fs::rename(&fresh, &out)?;
     } else {
@@ -41,14 +79,8 @@ pub fn initramfs(arch: Arch) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Kernel + initramfs for `machine`, built as needed; `kernel` overrides the image.
-pub fn for_machine(machine: &Machine, src: &KernelSource, kernel: Option<&PathBuf>) -> Result<Images> {
-    let (image, vmlinux) = match kernel {
-        Some(k) => (k.clone(), None),
-        None => {
-            let built = kernel::build(&Flavour::named(&machine.kernel.flavour)?, &source(src))?;
-            (built.image, Some(built.vmlinux))
-        }
-    };
-    Ok(Images { kernel: image, initramfs: initramfs(machine.arch)?, vmlinux })
+/// Kernel + initramfs for `machine`, built as needed; `own` overrides the image.
+pub fn for_machine(machine: &Machine, src: &KernelSource, own: Option<&PathBuf>) -> Result<Images> {
+    let k = kernel(&machine.kernel.flavour, src, own)?;
+    Ok(Images { kernel: k.image, initramfs: initramfs_with(machine.arch, &k.modules)?, vmlinux: k.vmlinux })
 }

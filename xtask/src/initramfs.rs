@@ -111,9 +111,9 @@ pub fn entries(busybox: Vec<u8>, agent: Vec<u8>, init: Vec<u8>, modules: &[(Stri
 }
 
 /// Builds the initramfs at `out` from files on disk.
-pub fn build(busybox: &Path, agent: &Path, init: &Path, out: &Path) -> Result<()> {
+pub fn build(busybox: &Path, agent: &Path, init: &Path, modules: &[(String, Vec<u8>)], out: &Path) -> Result<()> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-    let entries = entries(read(busybox)?, read(agent)?, read(init)?, &[]);
+    let entries = entries(read(busybox)?, read(agent)?, read(init)?, modules);
     let tmp = out.with_extension("tmp");
     let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut w = write(&entries, std::io::BufWriter::new(f))?;

@@ -12,6 +12,7 @@ mod flags;
 mod images;
 mod initramfs;
 mod kernel;
+mod prebuilt;
 mod run;
 mod setup;
 mod test;
@@ -21,6 +22,15 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use flags::{Cmd, Xtask};
+
+/// ", modules: a, b, c" for a kernel that brings modules.
+fn modules_note(k: &images::Kernel) -> String {
+    if k.modules.is_empty() {
+        return String::new();
+    }
+    let names: Vec<&str> = k.modules.iter().map(|(n, _)| n.trim_end_matches(".ko")).collect();
+    format!("; modules in load order: {}", names.join(" "))
+}
 
 fn main() -> ExitCode {
     let args = Xtask::parse();
@@ -54,8 +64,8 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                 harness::machine::Arch::X86_64 => "x86_64".to_string(),
                 harness::machine::Arch::Ppc64le => format!("ppc64le-{}", k.pages),
             };
-            let built = kernel::build(&kernel::Flavour::named(&name)?, &images::source(&k.source))?;
-            println!("{}{}", built.image.display(), if built.cached { " (cached)" } else { "" });
+            let k = images::kernel(&name, &k.source, None)?;
+            println!("{} ({}{})", k.image.display(), k.origin, modules_note(&k));
             Ok(())
         }
         Cmd::Agent(a) => {
@@ -69,17 +79,21 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Images(i) => {
-            let src = images::source(&i.source);
             for arch in arches(i.arch) {
                 let flavours: &[&str] = match arch {
                     harness::machine::Arch::X86_64 => &["x86_64"],
                     harness::machine::Arch::Ppc64le => &["ppc64le-4k", "ppc64le-64k"],
                 };
                 for f in flavours {
-                    let b = kernel::build(&kernel::Flavour::named(f)?, &src)?;
-                    println!("{f}: {}{}", b.image.display(), if b.cached { " (cached)" } else { "" });
+                    let k = images::kernel(f, &i.source, None)?;
+                    println!("{f}: {} ({}{})", k.image.display(), k.origin, modules_note(&k));
+                    if !k.modules.is_empty() {
+                        println!("initramfs {f}: {}", images::initramfs_with(arch, &k.modules)?.display());
+                    }
                 }
-                println!("initramfs {arch}: {}", images::initramfs(arch)?.display());
+                if i.source.prebuilt.is_none() {
+                    println!("initramfs {arch}: {}", images::initramfs(arch)?.display());
+                }
             }
             Ok(())
         }

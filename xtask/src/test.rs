@@ -14,7 +14,7 @@ use xshell::{Shell, cmd};
 
 use crate::cache::repo_root;
 use crate::flags::TestArgs;
-use crate::kernel::{self, Flavour};
+use crate::kernel::Flavour;
 
 /// The kernel flavours the suite boots.
 pub const FLAVOURS: &[&str] = &["ppc64le-4k", "ppc64le-64k", "x86_64"];
@@ -46,26 +46,14 @@ pub fn run(t: &TestArgs) -> Result<()> {
         vec![t.machine.clone()]
     };
     let own_kernel = t.kernel.as_ref().map(|k| kernel_arch(k).map(|a| (a, k.clone()))).transpose()?;
-    let src = crate::images::source(&t.source);
-    let mut initramfs = BTreeMap::new();
-    for arch in [Arch::Ppc64le, Arch::X86_64] {
-        initramfs.insert(arch, crate::images::initramfs(arch)?);
-    }
     let mut flavours = BTreeMap::new();
     for f in FLAVOURS {
-        let fl = Flavour::named(f)?;
-        let (image, vmlinux) = match &own_kernel {
-            Some((arch, k)) if *arch == fl.arch => (k.clone(), None),
-            _ => {
-                let built = kernel::build(&fl, &src)?;
-                (built.image, Some(built.vmlinux))
-            }
-        };
-        let accel = crate::accel::choose(t.accel, fl.arch, &image)?;
-        flavours.insert(
-            f.to_string(),
-            FlavourImages { kernel: image, vmlinux, initramfs: initramfs[&fl.arch].clone(), accel: accel.as_str().into() },
-        );
+        let arch = Flavour::named(f)?.arch;
+        let own = own_kernel.as_ref().filter(|(a, _)| *a == arch).map(|(_, k)| k);
+        let k = crate::images::kernel(f, &t.source, own)?;
+        let initramfs = crate::images::initramfs_with(arch, &k.modules)?;
+        let accel = crate::accel::choose(t.accel, arch, &k.image)?;
+        flavours.insert(f.to_string(), FlavourImages { kernel: k.image, vmlinux: k.vmlinux, initramfs, accel: accel.as_str().into() });
     }
     let out = root.join("target/iobench");
     std::fs::create_dir_all(&out)?;

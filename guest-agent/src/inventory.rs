@@ -15,12 +15,17 @@ fn read_hex(path: &Path) -> Option<u32> {
 }
 
 fn link_name(path: &Path) -> Option<String> {
-    fs::read_link(path).ok()?.file_name().map(|n| n.to_string_lossy().into_owned())
+    fs::read_link(path)
+        .ok()?
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
 }
 
 /// Every PCI function in sysfs, sorted by address.
 pub fn pci_devices() -> Vec<PciDevice> {
-    let Ok(dir) = fs::read_dir(PCI) else { return Vec::new() };
+    let Ok(dir) = fs::read_dir(PCI) else {
+        return Vec::new();
+    };
     let mut out: Vec<PciDevice> = dir
         .flatten()
         .map(|e| {
@@ -50,10 +55,16 @@ pub fn features() -> Vec<String> {
     has("vfio-container", Path::new("/dev/vfio/vfio").exists());
     has("vfio-cdev", Path::new("/dev/vfio/devices").exists());
     has("iommufd", Path::new("/dev/iommu").exists());
-    has("iommufd-fail-nth", Path::new("/sys/kernel/debug/fail_iommufd").exists());
+    has(
+        "iommufd-fail-nth",
+        Path::new("/sys/kernel/debug/fail_iommufd").exists(),
+    );
     let eeh = fs::read_to_string("/proc/powerpc/eeh").unwrap_or_default();
     has("eeh", eeh.contains("EEH Subsystem is enabled"));
-    has("eeh-debugfs", Path::new("/sys/kernel/debug/powerpc/eeh_dev_break").exists());
+    has(
+        "eeh-debugfs",
+        Path::new("/sys/kernel/debug/powerpc/eeh_dev_break").exists(),
+    );
     f.extend(crate::ops::probed_features().into_iter().map(String::from));
     f.sort();
     f
@@ -61,13 +72,19 @@ pub fn features() -> Vec<String> {
 
 /// The whole inventory.
 pub fn collect() -> Inventory {
-    Inventory { devices: pci_devices(), features: features() }
+    Inventory {
+        devices: pci_devices(),
+        features: features(),
+    }
 }
 
 /// Binds every `vendor:device` function to vfio-pci; returns their addresses.
 pub fn bind_vfio(vendor: u16, device: u16) -> Result<Vec<String>, String> {
     let mut bound = Vec::new();
-    for d in pci_devices().into_iter().filter(|d| d.vendor == vendor && d.device == device) {
+    for d in pci_devices()
+        .into_iter()
+        .filter(|d| d.vendor == vendor && d.device == device)
+    {
         bind_one(&d)?;
         bound.push(d.bdf);
     }
@@ -98,13 +115,20 @@ pub fn find(spec: &str, index: u64) -> Result<PciDevice, String> {
     if spec.matches(':').count() == 1 && !spec.contains('.') {
         let (v, d) = spec.split_once(':').unwrap_or_default();
         let (v, d) = (u16::from_str_radix(v, 16), u16::from_str_radix(d, 16));
-        let (Ok(v), Ok(d)) = (v, d) else { return Err(format!("{spec:?} is not vendor:device")) };
-        let matching: Vec<PciDevice> = all.into_iter().filter(|p| p.vendor == v && p.device == d).collect();
+        let (Ok(v), Ok(d)) = (v, d) else {
+            return Err(format!("{spec:?} is not vendor:device"));
+        };
+        let matching: Vec<PciDevice> = all
+            .into_iter()
+            .filter(|p| p.vendor == v && p.device == d)
+            .collect();
         let n = matching.len();
         return matching
             .into_iter()
             .nth(index as usize)
             .ok_or_else(|| format!("no PCI function {spec} #{index} (the guest has {n})"));
     }
-    all.into_iter().find(|p| p.bdf == spec).ok_or_else(|| format!("no PCI function at {spec}"))
+    all.into_iter()
+        .find(|p| p.bdf == spec)
+        .ok_or_else(|| format!("no PCI function at {spec}"))
 }

@@ -41,9 +41,15 @@ const USAGE: &str = "usage: guest-agent [--connect CID:PORT] [--listen PORT] [--
 
 /// Parses `X:Y` as two numbers (hex with `radix16`).
 fn parse_pair(s: &str, radix16: bool) -> Result<(u32, u32), String> {
-    let (a, b) = s.split_once(':').ok_or_else(|| format!("expected X:Y, got {s:?}"))?;
+    let (a, b) = s
+        .split_once(':')
+        .ok_or_else(|| format!("expected X:Y, got {s:?}"))?;
     let num = |t: &str| -> Result<u32, String> {
-        let r = if radix16 { u32::from_str_radix(t, 16) } else { t.parse() };
+        let r = if radix16 {
+            u32::from_str_radix(t, 16)
+        } else {
+            t.parse()
+        };
         r.map_err(|e| format!("{t:?}: {e}"))
     };
     Ok((num(a)?, num(b)?))
@@ -114,7 +120,8 @@ fn serial_port(port: &str) -> Result<String, String> {
     if port != "auto" {
         return Ok(port.to_string());
     }
-    let dir = std::fs::read_dir("/sys/class/virtio-ports").map_err(|e| format!("/sys/class/virtio-ports: {e}"))?;
+    let dir = std::fs::read_dir("/sys/class/virtio-ports")
+        .map_err(|e| format!("/sys/class/virtio-ports: {e}"))?;
     for e in dir.flatten() {
         let name = std::fs::read_to_string(e.path().join("name")).unwrap_or_default();
         if name.trim() == "iobench.agent" {
@@ -134,7 +141,9 @@ fn main() -> ExitCode {
     };
     for &(vendor, device) in &opts.bind_vfio {
         match inventory::bind_vfio(vendor, device) {
-            Ok(bdfs) => eprintln!("guest-agent: {vendor:04x}:{device:04x} bound to vfio-pci: {bdfs:?}"),
+            Ok(bdfs) => {
+                eprintln!("guest-agent: {vendor:04x}:{device:04x} bound to vfio-pci: {bdfs:?}")
+            }
             Err(e) => eprintln!("guest-agent: binding {vendor:04x}:{device:04x} to vfio-pci: {e}"),
         }
     }
@@ -149,7 +158,11 @@ fn main() -> ExitCode {
     }
     let outcome = if let Some(port) = &opts.port {
         match serial_port(port).and_then(|p| {
-            let f = std::fs::OpenOptions::new().read(true).write(true).open(&p).map_err(|e| format!("{p}: {e}"))?;
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&p)
+                .map_err(|e| format!("{p}: {e}"))?;
             let w = f.try_clone().map_err(|e| e.to_string())?;
             Ok((f, w))
         }) {

@@ -15,12 +15,28 @@ impl Buffer {
         if len == 0 {
             return Err("a buffer needs a size".into());
         }
-        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE | if hugetlb { libc::MAP_HUGETLB } else { 0 };
+        let flags = libc::MAP_PRIVATE
+            | libc::MAP_ANONYMOUS
+            | libc::MAP_POPULATE
+            | if hugetlb { libc::MAP_HUGETLB } else { 0 };
         // SAFETY: a fresh anonymous mapping; no existing memory is affected.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                -1,
+                0,
+            )
+        };
         if p == libc::MAP_FAILED {
             let e = std::io::Error::last_os_error();
-            let hint = if hugetlb { " (are huge pages reserved? see /proc/sys/vm/nr_hugepages)" } else { "" };
+            let hint = if hugetlb {
+                " (are huge pages reserved? see /proc/sys/vm/nr_hugepages)"
+            } else {
+                ""
+            };
             return Err(format!("mmap of {len:#x} bytes: {e}{hint}"));
         }
         Ok(Buffer { ptr: p.cast(), len })
@@ -59,8 +75,15 @@ impl Buffer {
     /// Checks the range holds the pattern; the error names the first bad byte.
     pub fn check(&self, pattern: Pattern, offset: u64, length: u64) -> Result<(), String> {
         let range = offset..offset + length;
-        let Some(first) = range.clone().find(|&i| self.get(i) != pattern.byte_at(i - offset)) else { return Ok(()) };
-        let bad = range.filter(|&i| self.get(i) != pattern.byte_at(i - offset)).count();
+        let Some(first) = range
+            .clone()
+            .find(|&i| self.get(i) != pattern.byte_at(i - offset))
+        else {
+            return Ok(());
+        };
+        let bad = range
+            .filter(|&i| self.get(i) != pattern.byte_at(i - offset))
+            .count();
         Err(format!(
             "byte {first:#x} is {:#04x}, expected {:#04x} ({bad} of {length} bytes differ)",
             self.get(first),

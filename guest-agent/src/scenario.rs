@@ -71,7 +71,12 @@ impl Ctx {
     fn new() -> Self {
         let mut kmsg = Kmsg::new();
         kmsg.read_new(); // skip what was logged before the scenario
-        Self { objects: Vec::new(), bound: BTreeMap::new(), kmsg, log: Vec::new() }
+        Self {
+            objects: Vec::new(),
+            bound: BTreeMap::new(),
+            kmsg,
+            log: Vec::new(),
+        }
     }
 
     /// Reads kernel log lines logged since the last call into `log`.
@@ -96,7 +101,10 @@ impl Ctx {
 
     fn object(&self, args: &Args, key: &str) -> Result<&Object, OpError> {
         let v = args.get(key)?;
-        let h = v.get("handle").and_then(Value::as_u64).ok_or_else(|| format!("{key}: {v} is not a handle"))?;
+        let h = v
+            .get("handle")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| format!("{key}: {v} is not a handle"))?;
         self.objects
             .get(h as usize)
             .and_then(Option::as_ref)
@@ -115,7 +123,9 @@ impl Ctx {
     pub fn buffer(&self, args: &Args, key: &str) -> Result<&Buffer, OpError> {
         match self.object(args, key)? {
             Object::Buffer(b) => Ok(b),
-            Object::Fd { kind, .. } => Err(OpError::Error(format!("{key} is a {kind}, not a buffer"))),
+            Object::Fd { kind, .. } => {
+                Err(OpError::Error(format!("{key} is a {kind}, not a buffer")))
+            }
         }
     }
 
@@ -125,9 +135,14 @@ impl Ctx {
         let offset = args.u64_or("offset", 0)?;
         let length = match args.opt_u64("length")? {
             Some(l) => l,
-            None => (b.len() as u64).checked_sub(offset).ok_or("offset is past the end of the buffer")?,
+            None => (b.len() as u64)
+                .checked_sub(offset)
+                .ok_or("offset is past the end of the buffer")?,
         };
-        if offset.checked_add(length).is_none_or(|end| end > b.len() as u64) {
+        if offset
+            .checked_add(length)
+            .is_none_or(|end| end > b.len() as u64)
+        {
             return Err(OpError::Error(format!(
                 "range {offset:#x}+{length:#x} is outside the {:#x}-byte buffer",
                 b.len()
@@ -139,7 +154,10 @@ impl Ctx {
     /// Closes a handle.
     pub fn close(&mut self, args: &Args) -> OpResult {
         let v = args.get("handle")?;
-        let h = v.get("handle").and_then(Value::as_u64).ok_or_else(|| format!("handle: {v} is not a handle"))?;
+        let h = v
+            .get("handle")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| format!("handle: {v} is not a handle"))?;
         match self.objects.get_mut(h as usize).and_then(Option::take) {
             Some(_) => Ok(Value::Null),
             None => Err(OpError::Error(format!("handle {h} is already closed"))),
@@ -165,14 +183,19 @@ impl Args {
     fn resolve(step: &Step, bound: &BTreeMap<String, Value>) -> Result<Args, String> {
         let mut map = BTreeMap::new();
         for (k, v) in &step.args {
-            map.insert(k.clone(), resolve_value(v, bound).map_err(|e| format!("{k}: {e}"))?);
+            map.insert(
+                k.clone(),
+                resolve_value(v, bound).map_err(|e| format!("{k}: {e}"))?,
+            );
         }
         Ok(Args { map })
     }
 
     /// A required argument.
     pub fn get(&self, key: &str) -> Result<&Value, OpError> {
-        self.map.get(key).ok_or_else(|| OpError::Error(format!("missing argument {key}")))
+        self.map
+            .get(key)
+            .ok_or_else(|| OpError::Error(format!("missing argument {key}")))
     }
 
     /// An optional argument.
@@ -187,7 +210,9 @@ impl Args {
 
     /// An optional number.
     pub fn opt_u64(&self, key: &str) -> Result<Option<u64>, OpError> {
-        self.opt(key).map(|v| ops::parse_u64(v).map_err(|e| OpError::Error(format!("{key}: {e}")))).transpose()
+        self.opt(key)
+            .map(|v| ops::parse_u64(v).map_err(|e| OpError::Error(format!("{key}: {e}"))))
+            .transpose()
     }
 
     /// A number with a default.
@@ -197,7 +222,8 @@ impl Args {
 
     /// A number that must fit 32 bits.
     pub fn u32(&self, key: &str) -> Result<u32, OpError> {
-        u32::try_from(self.u64(key)?).map_err(|_| OpError::Error(format!("{key} does not fit 32 bits")))
+        u32::try_from(self.u64(key)?)
+            .map_err(|_| OpError::Error(format!("{key} does not fit 32 bits")))
     }
 
     /// A boolean with a default.
@@ -205,13 +231,17 @@ impl Args {
         match self.opt(key) {
             None => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
-            Some(v) => Err(OpError::Error(format!("{key}: expected true or false, got {v}"))),
+            Some(v) => Err(OpError::Error(format!(
+                "{key}: expected true or false, got {v}"
+            ))),
         }
     }
 
     /// A required string.
     pub fn str(&self, key: &str) -> Result<&str, OpError> {
-        self.get(key)?.as_str().ok_or_else(|| OpError::Error(format!("{key}: expected text")))
+        self.get(key)?
+            .as_str()
+            .ok_or_else(|| OpError::Error(format!("{key}: expected text")))
     }
 
     /// A required pattern.
@@ -226,11 +256,17 @@ fn resolve_value(v: &Value, bound: &BTreeMap<String, Value>) -> Result<Value, St
             None => Ok(v.clone()),
             Some(r) => {
                 let r = r?;
-                let b = bound.get(&r.name).ok_or_else(|| format!("${} was never bound", r.name))?;
+                let b = bound
+                    .get(&r.name)
+                    .ok_or_else(|| format!("${} was never bound", r.name))?;
                 r.resolve(b)
             }
         },
-        Value::Array(a) => a.iter().map(|x| resolve_value(x, bound)).collect::<Result<_, _>>().map(Value::Array),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| resolve_value(x, bound))
+            .collect::<Result<_, _>>()
+            .map(Value::Array),
         Value::Object(m) => m
             .iter()
             .map(|(k, x)| resolve_value(x, bound).map(|r| (k.clone(), r)))
@@ -241,7 +277,10 @@ fn resolve_value(v: &Value, bound: &BTreeMap<String, Value>) -> Result<Value, St
 }
 
 /// Runs a scenario, passing each step's result to `emit` as it finishes.
-pub fn run(scenario: &Scenario, mut emit: impl FnMut(&StepResult) -> Result<(), String>) -> Result<ScenarioOutcome, String> {
+pub fn run(
+    scenario: &Scenario,
+    mut emit: impl FnMut(&StepResult) -> Result<(), String>,
+) -> Result<ScenarioOutcome, String> {
     let mut ctx = Ctx::new();
     let mut passed = true;
     let mut steps_run = 0;
@@ -265,7 +304,10 @@ pub fn run(scenario: &Scenario, mut emit: impl FnMut(&StepResult) -> Result<(), 
         };
         let actual = match outcome {
             Ok(v) => Actual::Value(v),
-            Err(OpError::Errno(code)) => Actual::Errno { name: ops::errno_name(code), code },
+            Err(OpError::Errno(code)) => Actual::Errno {
+                name: ops::errno_name(code),
+                code,
+            },
             Err(OpError::Error(e)) => Actual::Error(e),
         };
         let ok = ops::satisfies(&expected, &actual);
@@ -273,11 +315,22 @@ pub fn run(scenario: &Scenario, mut emit: impl FnMut(&StepResult) -> Result<(), 
             ctx.bound.insert(name.clone(), v.clone());
         }
         steps_run += 1;
-        emit(&StepResult { index, op: step.op.clone(), expected, actual, passed: ok, micros })?;
+        emit(&StepResult {
+            index,
+            op: step.op.clone(),
+            expected,
+            actual,
+            passed: ok,
+            micros,
+        })?;
         if !ok {
             passed = false;
             break;
         }
     }
-    Ok(ScenarioOutcome { name: scenario.name.clone(), steps_run, passed: passed && steps_run == scenario.steps.len() })
+    Ok(ScenarioOutcome {
+        name: scenario.name.clone(),
+        steps_run,
+        passed: passed && steps_run == scenario.steps.len(),
+    })
 }

@@ -21,8 +21,15 @@ struct Out<W: Write> {
 impl<W: Write> Out<W> {
     fn send(&mut self, msg: &AgentMsg) -> Result<(), String> {
         let line = proto::encode(msg);
-        let bytes = if self.frames { proto::framing::frame(&line) } else { line };
-        self.w.write_all(&bytes).and_then(|_| self.w.flush()).map_err(|e| format!("write: {e}"))
+        let bytes = if self.frames {
+            proto::framing::frame(&line)
+        } else {
+            line
+        };
+        self.w
+            .write_all(&bytes)
+            .and_then(|_| self.w.flush())
+            .map_err(|e| format!("write: {e}"))
     }
 }
 
@@ -37,7 +44,9 @@ pub fn serve<R: BufRead, W: Write>(mut r: R, w: W, frames: bool) -> Result<End, 
             Ok(None) => return Ok(End::Closed),
             Err(e) => {
                 // Say what was wrong and keep serving: one bad line is not fatal.
-                out.send(&AgentMsg::Error { message: e.to_string() })?;
+                out.send(&AgentMsg::Error {
+                    message: e.to_string(),
+                })?;
                 if matches!(e, proto::DecodeError::Io(_)) {
                     return Err(e.to_string());
                 }
@@ -45,7 +54,9 @@ pub fn serve<R: BufRead, W: Write>(mut r: R, w: W, frames: bool) -> Result<End, 
             }
         };
         if !greeted && !matches!(msg, HostMsg::Hello { .. }) {
-            out.send(&AgentMsg::Error { message: "expected hello first".into() })?;
+            out.send(&AgentMsg::Error {
+                message: "expected hello first".into(),
+            })?;
             continue;
         }
         match msg {
@@ -58,9 +69,13 @@ pub fn serve<R: BufRead, W: Write>(mut r: R, w: W, frames: bool) -> Result<End, 
                 out.send(&AgentMsg::Hello(crate::sys::hello()))?;
             }
             HostMsg::Inventory => out.send(&AgentMsg::Inventory(crate::inventory::collect()))?,
-            HostMsg::Dmesg => out.send(&AgentMsg::Dmesg { lines: kmsg.read_new() })?,
+            HostMsg::Dmesg => out.send(&AgentMsg::Dmesg {
+                lines: kmsg.read_new(),
+            })?,
             HostMsg::Run { scenario } => {
-                let done = crate::scenario::run(&scenario, |step| out.send(&AgentMsg::Step(step.clone())))?;
+                let done = crate::scenario::run(&scenario, |step| {
+                    out.send(&AgentMsg::Step(step.clone()))
+                })?;
                 out.send(&AgentMsg::Done(done))?;
             }
             HostMsg::Shutdown { poweroff } => {

@@ -13,7 +13,11 @@ fn uname() -> (String, String) {
         return ("unknown".into(), "unknown".into());
     }
     let field = |f: &[libc::c_char]| {
-        let bytes: Vec<u8> = f.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+        let bytes: Vec<u8> = f
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
         String::from_utf8_lossy(&bytes).into_owned()
     };
     (field(&u.release), field(&u.machine))
@@ -66,7 +70,9 @@ impl Kmsg {
                 break;
             }
             let rec = String::from_utf8_lossy(&buf[..n]);
-            let Some((hdr, text)) = rec.split_once(';') else { continue };
+            let Some((hdr, text)) = rec.split_once(';') else {
+                continue;
+            };
             let mut fields = hdr.split(',');
             let _prio = fields.next();
             let seq: u64 = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -76,7 +82,11 @@ impl Kmsg {
             }
             self.last_seq = Some(seq);
             let text = text.lines().next().unwrap_or("");
-            out.push(format!("[{:5}.{:06}] {text}", usec / 1_000_000, usec % 1_000_000));
+            out.push(format!(
+                "[{:5}.{:06}] {text}",
+                usec / 1_000_000,
+                usec % 1_000_000
+            ));
         }
         out
     }

@@ -115,7 +115,12 @@ pub struct IommuTestCmd {
 impl IommuTestCmd {
     /// A command with `size` filled in.
     pub fn new(op: u32, id: u32) -> Self {
-        Self { size: std::mem::size_of::<Self>() as u32, op, id, ..Self::default() }
+        Self {
+            size: std::mem::size_of::<Self>() as u32,
+            op,
+            id,
+            ..Self::default()
+        }
     }
 
     /// The `n`th 32-bit word of the union (native order, as the C struct lays it out).
@@ -142,7 +147,11 @@ pub struct Errno(pub i32);
 impl Errno {
     /// The calling thread's current errno.
     pub fn last() -> Errno {
-        Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+        Errno(
+            std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO),
+        )
     }
 }
 
@@ -176,9 +185,9 @@ mod tests {
         // _IO(';', 100 + 19): on x86 no direction bits; on powerpc _IOC_NONE is bit 29.
         #[cfg(target_arch = "x86_64")]
         {
-            assert_eq!(vfio_ioctl::SPAPR_TCE_CREATE as u64, 0x3b77);
-            assert_eq!(iommufd_ioctl::IOAS_MAP as u64, 0x3b85);
-            assert_eq!(iommufd_ioctl::TEST_CMD as u64, 0x3ba0);
+            assert_eq!(vfio_ioctl::SPAPR_TCE_CREATE, 0x3b77);
+            assert_eq!(iommufd_ioctl::IOAS_MAP, 0x3b85);
+            assert_eq!(iommufd_ioctl::TEST_CMD, 0x3ba0);
         }
         #[cfg(target_arch = "powerpc64")]
         assert_eq!(vfio_ioctl::SPAPR_TCE_CREATE as u64, 0x2000_3b77);

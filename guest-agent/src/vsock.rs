@@ -84,7 +84,12 @@ pub fn accept_loop(listener: OwnedFd, frames: bool) {
     loop {
         // SAFETY: accept4(2) on our listening socket; NULL address is allowed.
         let fd = unsafe {
-            libc::accept4(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC)
+            libc::accept4(
+                listener.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
         };
         if fd < 0 {
             eprintln!("guest-agent: vsock accept: {}", io::Error::last_os_error());

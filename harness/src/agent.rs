@@ -9,7 +9,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use iobench_proto::{self as proto, AgentHello, AgentMsg, HostMsg, Inventory, Scenario, ScenarioOutcome, StepResult};
+use iobench_proto::{
+    self as proto, AgentHello, AgentMsg, HostMsg, Inventory, Scenario, ScenarioOutcome, StepResult,
+};
 
 /// Errors talking to the agent.
 #[derive(Debug, thiserror::Error)]
@@ -57,9 +59,18 @@ impl Agent {
     }
 
     /// Greets the agent over any reader/writer pair.
-    pub fn handshake<R: Read + Send + 'static, W: Write + Send + 'static>(r: BufReader<R>, w: W) -> Result<Agent, AgentError> {
-        let mut a = Agent { r: Box::new(r), w: Box::new(w), hello: placeholder() };
-        a.send(&HostMsg::Hello { protocol: proto::PROTOCOL_VERSION })?;
+    pub fn handshake<R: Read + Send + 'static, W: Write + Send + 'static>(
+        r: BufReader<R>,
+        w: W,
+    ) -> Result<Agent, AgentError> {
+        let mut a = Agent {
+            r: Box::new(r),
+            w: Box::new(w),
+            hello: placeholder(),
+        };
+        a.send(&HostMsg::Hello {
+            protocol: proto::PROTOCOL_VERSION,
+        })?;
         match a.recv()? {
             AgentMsg::Hello(h) => {
                 proto::check_version(h.protocol).map_err(AgentError::Version)?;
@@ -110,8 +121,14 @@ impl Agent {
     }
 
     /// Runs a scenario, calling `on_step` for each result as it arrives.
-    pub fn run(&mut self, scenario: &Scenario, mut on_step: impl FnMut(&StepResult)) -> Result<ScenarioOutcome, AgentError> {
-        self.send(&HostMsg::Run { scenario: scenario.clone() })?;
+    pub fn run(
+        &mut self,
+        scenario: &Scenario,
+        mut on_step: impl FnMut(&StepResult),
+    ) -> Result<ScenarioOutcome, AgentError> {
+        self.send(&HostMsg::Run {
+            scenario: scenario.clone(),
+        })?;
         loop {
             match self.recv()? {
                 AgentMsg::Step(s) => on_step(&s),
@@ -139,5 +156,11 @@ fn unexpected(m: AgentMsg) -> AgentError {
 }
 
 fn placeholder() -> AgentHello {
-    AgentHello { protocol: 0, agent_version: String::new(), kernel: String::new(), machine: String::new(), page_size: 0 }
+    AgentHello {
+        protocol: 0,
+        agent_version: String::new(),
+        kernel: String::new(),
+        machine: String::new(),
+        page_size: 0,
+    }
 }

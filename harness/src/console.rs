@@ -55,45 +55,55 @@ pub struct Console {
 
 impl Console {
     /// Starts capturing `reader` into `log`; with `echo`, also to stdout.
-    pub fn capture<R: Read + Send + 'static>(mut reader: R, log: &Path, echo: bool) -> std::io::Result<Console> {
+    pub fn capture<R: Read + Send + 'static>(
+        mut reader: R,
+        log: &Path,
+        echo: bool,
+    ) -> std::io::Result<Console> {
         let mut file = File::create(log)?;
         let state = Arc::new(Mutex::new(State::default()));
         let st = Arc::clone(&state);
-        let thread = std::thread::Builder::new().name("console".into()).spawn(move || {
-            let mut buf = [0u8; 4096];
-            loop {
-                let n = match reader.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                let _ = file.write_all(&buf[..n]);
-                if echo {
-                    let mut out = std::io::stdout().lock();
-                    let _ = out.write_all(&buf[..n]);
-                    let _ = out.flush();
+        let thread = std::thread::Builder::new()
+            .name("console".into())
+            .spawn(move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = match reader.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let _ = file.write_all(&buf[..n]);
+                    if echo {
+                        let mut out = std::io::stdout().lock();
+                        let _ = out.write_all(&buf[..n]);
+                        let _ = out.flush();
+                    }
+                    let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
+                    s.first_output.get_or_insert_with(Instant::now);
+                    s.partial.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    while let Some(i) = s.partial.find('\n') {
+                        let line: String = s.partial.drain(..=i).collect();
+                        let line = line.trim_end_matches(['\r', '\n']).to_string();
+                        s.scan(&line);
+                        if s.tail.len() == TAIL {
+                            s.tail.pop_front();
+                        }
+                        s.tail.push_back(line);
+                    }
                 }
                 let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
-                s.first_output.get_or_insert_with(Instant::now);
-                s.partial.push_str(&String::from_utf8_lossy(&buf[..n]));
-                while let Some(i) = s.partial.find('\n') {
-                    let line: String = s.partial.drain(..=i).collect();
-                    let line = line.trim_end_matches(['\r', '\n']).to_string();
-                    s.scan(&line);
-                    if s.tail.len() == TAIL {
-                        s.tail.pop_front();
-                    }
-                    s.tail.push_back(line);
+                let rest = std::mem::take(&mut s.partial);
+                if !rest.is_empty() {
+                    s.scan(&rest);
+                    s.tail.push_back(rest);
                 }
-            }
-            let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
-            let rest = std::mem::take(&mut s.partial);
-            if !rest.is_empty() {
-                s.scan(&rest);
-                s.tail.push_back(rest);
-            }
-            s.eof = true;
-        })?;
-        Ok(Console { state, log: log.to_owned(), thread: Some(thread) })
+                s.eof = true;
+            })?;
+        Ok(Console {
+            state,
+            log: log.to_owned(),
+            thread: Some(thread),
+        })
     }
 
     fn with<T>(&self, f: impl FnOnce(&State) -> T) -> T {
@@ -149,7 +159,10 @@ impl State {
         if self.fatal.is_none()
             && let Some((_, kind)) = FATAL.iter().find(|(pat, _)| line.contains(pat))
         {
-            self.fatal = Some(Fatal { kind, line: line.trim().to_string() });
+            self.fatal = Some(Fatal {
+                kind,
+                line: line.trim().to_string(),
+            });
         }
         if let Some(rest) = line.split("iobench: agent exited").nth(1) {
             self.agent_exit = Some(rest.trim().to_string());
@@ -165,7 +178,12 @@ mod tests {
     fn captures_and_recognises_a_panic() {
         let dir = tempfile::tempdir().unwrap();
         let text = "[    0.1] booting\r\n[    1.2] Kernel panic - not syncing: Attempted to kill init!\r\n[    1.3] ---[ end Kernel panic";
-        let mut c = Console::capture(std::io::Cursor::new(text.as_bytes().to_vec()), &dir.path().join("c.log"), false).unwrap();
+        let mut c = Console::capture(
+            std::io::Cursor::new(text.as_bytes().to_vec()),
+            &dir.path().join("c.log"),
+            false,
+        )
+        .unwrap();
         c.finish();
         let f = c.fatal().unwrap();
         assert_eq!(f.kind, "kernel panic");
@@ -179,7 +197,12 @@ mod tests {
     fn reports_agent_exit_and_ignores_harmless_lines() {
         let dir = tempfile::tempdir().unwrap();
         let text = "EEH: No capable adapters found: recovery disabled.\niobench: agent exited with status 101\n";
-        let mut c = Console::capture(std::io::Cursor::new(text.as_bytes().to_vec()), &dir.path().join("c.log"), false).unwrap();
+        let mut c = Console::capture(
+            std::io::Cursor::new(text.as_bytes().to_vec()),
+            &dir.path().join("c.log"),
+            false,
+        )
+        .unwrap();
         c.finish();
         assert_eq!(c.fatal(), None);
         assert_eq!(c.agent_exit().as_deref(), Some("with status 101"));

@@ -16,6 +16,7 @@ pub mod qemu;
 pub mod qmp;
 pub mod report;
 pub mod scenario;
+pub mod target;
 pub mod vm;
 pub mod vsock;
 

@@ -109,10 +109,16 @@ impl Size {
             Some(b'G' | b'g') => (&s[..s.len() - 1], 1 << 30),
             _ => (s, 1),
         };
-        let n: u64 = num.parse().map_err(|_| format!("bad size {s:?}: expected e.g. 512M or 1G"))?;
-        let bytes = n.checked_mul(mult).ok_or_else(|| format!("size {s:?} overflows"))?;
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("bad size {s:?}: expected e.g. 512M or 1G"))?;
+        let bytes = n
+            .checked_mul(mult)
+            .ok_or_else(|| format!("size {s:?} overflows"))?;
         if bytes < 64 << 20 {
-            return Err(format!("size {s:?} is too small for a guest (at least 64M)"));
+            return Err(format!(
+                "size {s:?} is too small for a guest (at least 64M)"
+            ));
         }
         Ok(Size(bytes))
     }
@@ -249,7 +255,11 @@ pub struct Overrides {
 impl Machine {
     /// Parses and validates a definition; `path` is used in messages.
     pub fn from_toml(text: &str, path: &Path) -> Result<Machine, MachineError> {
-        let err = |line: usize, message: String| MachineError::Parse { path: path.to_owned(), line, message };
+        let err = |line: usize, message: String| MachineError::Parse {
+            path: path.to_owned(),
+            line,
+            message,
+        };
         let m: Machine = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
             err(line, e.message().to_string())
@@ -262,38 +272,69 @@ impl Machine {
         if m.qemu.machine != expected_machine {
             return Err(err(
                 line_of_key("machine"),
-                format!("arch {} needs machine \"{expected_machine}\", not {:?}", m.arch, m.qemu.machine),
+                format!(
+                    "arch {} needs machine \"{expected_machine}\", not {:?}",
+                    m.arch, m.qemu.machine
+                ),
             ));
         }
         if !matches!(m.qemu.build.as_str(), "stock" | "patched") {
-            return Err(err(line_of_key("build"), format!("build must be \"stock\" or \"patched\", not {:?}", m.qemu.build)));
+            return Err(err(
+                line_of_key("build"),
+                format!(
+                    "build must be \"stock\" or \"patched\", not {:?}",
+                    m.qemu.build
+                ),
+            ));
         }
         if m.cpus == 0 || m.cpus > 64 {
-            return Err(err(line_of_key("cpus"), format!("cpus must be 1..=64, not {}", m.cpus)));
+            return Err(err(
+                line_of_key("cpus"),
+                format!("cpus must be 1..=64, not {}", m.cpus),
+            ));
         }
         if m.arch == Arch::Ppc64le && m.iommu.is_some() {
-            return Err(err(line_of_key("[iommu]"), "pseries has its own sPAPR IOMMU; [iommu] is for q35".into()));
+            return Err(err(
+                line_of_key("[iommu]"),
+                "pseries has its own sPAPR IOMMU; [iommu] is for q35".into(),
+            ));
         }
         let mut ids = std::collections::BTreeSet::new();
         let mut phbs = std::collections::BTreeSet::new();
         for d in &m.devices {
-            let Device::Edu { id, phb, dma_mask, .. } = d;
+            let Device::Edu {
+                id, phb, dma_mask, ..
+            } = d;
             let at = line_of_key(&format!("\"{id}\""));
             if !ids.insert(id.clone()) {
                 return Err(err(at, format!("duplicate device id {id:?}")));
             }
             if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || id.is_empty() {
-                return Err(err(at, format!("device id {id:?}: use letters, digits and _")));
+                return Err(err(
+                    at,
+                    format!("device id {id:?}: use letters, digits and _"),
+                ));
             }
             if u64::from_str_radix(dma_mask.trim_start_matches("0x"), 16).is_err() {
-                return Err(err(at, format!("dma_mask {dma_mask:?} is not a hex number")));
+                return Err(err(
+                    at,
+                    format!("dma_mask {dma_mask:?} is not a hex number"),
+                ));
             }
             match (m.arch, phb) {
                 (Arch::Ppc64le, None) => {
-                    return Err(err(at, format!("device {id:?}: pseries devices need phb = N (their own PHB, one PE each)")));
+                    return Err(err(
+                        at,
+                        format!(
+                            "device {id:?}: pseries devices need phb = N (their own PHB, one PE each)"
+                        ),
+                    ));
                 }
                 (Arch::Ppc64le, Some(n)) if *n == 0 || *n > 30 || !phbs.insert(*n) => {
-                    return Err(err(at, format!("device {id:?}: phb must be 1..=30 and not shared, got {n}")));
+                    return Err(err(
+                        at,
+                        format!("device {id:?}: phb must be 1..=30 and not shared, got {n}"),
+                    ));
                 }
                 (Arch::X86_64, Some(_)) => {
                     return Err(err(at, format!("device {id:?}: phb is a pseries setting")));
@@ -306,8 +347,10 @@ impl Machine {
 
     /// Loads `path`.
     pub fn load(path: &Path) -> Result<Machine, MachineError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| MachineError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| MachineError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Machine::from_toml(&text, path)
     }
 
@@ -315,7 +358,10 @@ impl Machine {
     pub fn find(dir: &Path, name: &str) -> Result<Machine, MachineError> {
         let path = dir.join(format!("{name}.toml"));
         if !path.is_file() {
-            return Err(MachineError::Unknown { name: name.to_string(), available: available(dir) });
+            return Err(MachineError::Unknown {
+                name: name.to_string(),
+                available: available(dir),
+            });
         }
         Machine::load(&path)
     }
@@ -355,7 +401,12 @@ pub fn available(dir: &Path) -> Vec<String> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".toml").map(String::from))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".toml")
+                .map(String::from)
+        })
         .collect();
     v.sort();
     v

@@ -37,14 +37,18 @@ pub fn spawn_owned(mut cmd: Command, name: &str) -> io::Result<Owned> {
         });
     }
     let child = spawn_on_spawner_thread(cmd)?;
-    Ok(Owned { child: Some(child), name: name.to_string() })
+    Ok(Owned {
+        child: Some(child),
+        name: name.to_string(),
+    })
 }
 
 type SpawnJob = (Command, std::sync::mpsc::Sender<io::Result<Child>>);
 
 /// Forks on the process-lifetime spawner thread (started on first use).
 fn spawn_on_spawner_thread(cmd: Command) -> io::Result<Child> {
-    static SPAWNER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<SpawnJob>>> = std::sync::OnceLock::new();
+    static SPAWNER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<SpawnJob>>> =
+        std::sync::OnceLock::new();
     let jobs = SPAWNER.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel::<SpawnJob>();
         std::thread::Builder::new()
@@ -63,7 +67,9 @@ fn spawn_on_spawner_thread(cmd: Command) -> io::Result<Child> {
         .unwrap_or_else(|p| p.into_inner())
         .send((cmd, reply_tx))
         .map_err(|_| io::Error::other("the spawner thread is gone"))?;
-    reply_rx.recv().map_err(|_| io::Error::other("the spawner thread dropped the request"))?
+    reply_rx
+        .recv()
+        .map_err(|_| io::Error::other("the spawner thread dropped the request"))?
 }
 
 impl Owned {
@@ -126,7 +132,9 @@ pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             // Field 3, after the parenthesised command name.
-            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next());
             !matches!(state, Some("Z") | Some("X") | None)
         }
         Err(_) => false,
@@ -150,13 +158,19 @@ pub fn which(name: &str) -> Option<std::path::PathBuf> {
 /// temp dir): after a VM is gone, this must be empty.
 pub fn mentioning(needle: &str) -> Vec<(u32, String)> {
     let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
         if pid == std::process::id() {
             continue;
         }
-        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
         let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
         if cmdline.contains(needle) && alive(pid) {
             out.push((pid, cmdline.trim().to_string()));

@@ -68,11 +68,19 @@ pub struct BootOptions {
     pub cmdline: String,
     /// Start QEMU's gdbstub on this TCP port, halted.
     pub gdb_port: Option<u16>,
+    /// Put the console on this unix socket (QEMU listens) instead of stdio.
+    pub console_socket: Option<PathBuf>,
 }
 
 impl Default for BootOptions {
     fn default() -> Self {
-        BootOptions { accel: Accel::Tcg, mode: GuestMode::Agent, cmdline: String::new(), gdb_port: None }
+        BootOptions {
+            accel: Accel::Tcg,
+            mode: GuestMode::Agent,
+            cmdline: String::new(),
+            gdb_port: None,
+            console_socket: None,
+        }
     }
 }
 
@@ -91,7 +99,10 @@ pub fn kernel_cmdline(m: &Machine, opts: &BootOptions, vsock: bool) -> String {
         GuestMode::Poweroff => "poweroff",
     };
     words.push(format!("iobench.mode={mode}"));
-    words.push(format!("iobench.channel={}", if vsock { "vsock" } else { "serial" }));
+    words.push(format!(
+        "iobench.channel={}",
+        if vsock { "vsock" } else { "serial" }
+    ));
     words.push(format!("iobench.connect=2:{}", crate::proto::HOST_PORT));
     words.push(format!("iobench.listen={}", crate::proto::AGENT_PORT));
     let ids = m.vfio_ids();
@@ -120,8 +131,12 @@ pub fn args(m: &Machine, files: &BootFiles, opts: &BootOptions) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
     let mem = m.memory.qemu_arg();
-    let mut machine_opts: Vec<(String, String)> =
-        m.qemu.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut machine_opts: Vec<(String, String)> = m
+        .qemu
+        .options
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     machine_opts.push(("memory-backend".into(), "mem".into()));
     push(&["-machine", &kv(&m.qemu.machine, machine_opts)]);
     push(&["-accel", opts.accel.as_str()]);
@@ -132,15 +147,28 @@ pub fn args(m: &Machine, files: &BootFiles, opts: &BootOptions) -> Vec<String> {
     }
     push(&["-m", &mem, "-smp", &m.cpus.to_string()]);
     // vhost-user needs guest RAM in a shared, fd-backed region.
-    push(&["-object", &format!("memory-backend-memfd,id=mem,size={mem},share=on")]);
+    push(&[
+        "-object",
+        &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
+    ]);
     push(&["-nodefaults", "-nographic", "-no-reboot", "-no-user-config"]);
-    // Console on QEMU's stdin/stdout; signal=off so Ctrl-C reaches the guest.
-    push(&["-chardev", "stdio,id=con,signal=off,mux=off"]);
+    // Console on QEMU's stdin/stdout (signal=off so Ctrl-C reaches the guest),
+    // or on a unix socket a serial target drives like a board's console.
+    match &opts.console_socket {
+        None => push(&["-chardev", "stdio,id=con,signal=off,mux=off"]),
+        Some(sock) => push(&[
+            "-chardev",
+            &format!("socket,id=con,path={},server=on,wait=off", sock.display()),
+        ]),
+    }
     match m.arch {
         Arch::Ppc64le => push(&["-device", "spapr-vty,chardev=con"]),
         Arch::X86_64 => push(&["-device", "isa-serial,chardev=con"]),
     }
-    push(&["-qmp", &format!("unix:{},server=on,wait=off", files.qmp_socket.display())]);
+    push(&[
+        "-qmp",
+        &format!("unix:{},server=on,wait=off", files.qmp_socket.display()),
+    ]);
     if let Some(iommu) = &m.iommu {
         push(&["-device", &kv(&iommu.model, iommu.options.clone())]);
     }
@@ -149,30 +177,59 @@ pub fn args(m: &Machine, files: &BootFiles, opts: &BootOptions) -> Vec<String> {
         Arch::X86_64 => "pcie.0",
     };
     for (slot, d) in m.devices.iter().enumerate() {
-        let Device::Edu { id, phb, dma_mask, .. } = d;
+        let Device::Edu {
+            id, phb, dma_mask, ..
+        } = d;
         match (m.arch, phb) {
             (Arch::Ppc64le, Some(n)) => {
-                push(&["-device", &format!("spapr-pci-host-bridge,index={n},id=phb{n}")]);
-                push(&["-device", &format!("edu,id={id},bus=phb{n}.0,addr=1.0,dma_mask={dma_mask}")]);
+                push(&[
+                    "-device",
+                    &format!("spapr-pci-host-bridge,index={n},id=phb{n}"),
+                ]);
+                push(&[
+                    "-device",
+                    &format!("edu,id={id},bus=phb{n}.0,addr=1.0,dma_mask={dma_mask}"),
+                ]);
             }
             _ => {
                 let addr = 0x10 + slot;
-                push(&["-device", &format!("edu,id={id},bus={root_bus},addr={addr:#x}.0,dma_mask={dma_mask}")]);
+                push(&[
+                    "-device",
+                    &format!("edu,id={id},bus={root_bus},addr={addr:#x}.0,dma_mask={dma_mask}"),
+                ]);
             }
         }
     }
     if let Some(sock) = &files.vhost_socket {
-        push(&["-chardev", &format!("socket,id=vsock,path={}", sock.display())]);
-        push(&["-device", &format!("vhost-user-vsock-pci,chardev=vsock,bus={root_bus}")]);
+        push(&[
+            "-chardev",
+            &format!("socket,id=vsock,path={}", sock.display()),
+        ]);
+        push(&[
+            "-device",
+            &format!("vhost-user-vsock-pci,chardev=vsock,bus={root_bus}"),
+        ]);
     }
     if let Some(sock) = &files.serial_channel {
-        push(&["-chardev", &format!("socket,id=agentch,path={},server=on,wait=off", sock.display())]);
+        push(&[
+            "-chardev",
+            &format!(
+                "socket,id=agentch,path={},server=on,wait=off",
+                sock.display()
+            ),
+        ]);
         push(&["-device", &format!("virtio-serial-pci,bus={root_bus}")]);
-        push(&["-device", "virtserialport,chardev=agentch,name=iobench.agent"]);
+        push(&[
+            "-device",
+            "virtserialport,chardev=agentch,name=iobench.agent",
+        ]);
     }
     push(&["-kernel", &files.kernel.display().to_string()]);
     push(&["-initrd", &files.initramfs.display().to_string()]);
-    push(&["-append", &kernel_cmdline(m, opts, files.vhost_socket.is_some())]);
+    push(&[
+        "-append",
+        &kernel_cmdline(m, opts, files.vhost_socket.is_some()),
+    ]);
     if let Some(port) = opts.gdb_port {
         push(&["-gdb", &format!("tcp:127.0.0.1:{port}"), "-S"]);
     }
@@ -208,7 +265,10 @@ mod tests {
     }
 
     fn after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
-        args.windows(2).filter(|w| w[0] == flag).map(|w| w[1].as_str()).collect()
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
     }
 
     #[test]
@@ -219,7 +279,10 @@ mod tests {
         assert!(devs.contains(&"edu,id=edu1,bus=phb2.0,addr=1.0,dma_mask=0xffffffffffffffff"));
         assert!(devs.contains(&"vhost-user-vsock-pci,chardev=vsock,bus=pci.0"));
         let m = after(&a, "-machine")[0];
-        assert!(m.starts_with("pseries,") && m.contains("x-vof=on") && m.contains("memory-backend=mem"), "{m}");
+        assert!(
+            m.starts_with("pseries,") && m.contains("x-vof=on") && m.contains("memory-backend=mem"),
+            "{m}"
+        );
         assert!(after(&a, "-object")[0].contains("share=on"));
         assert!(after(&a, "-append")[0].contains("console=hvc0"));
     }
@@ -230,14 +293,20 @@ mod tests {
         assert!(after(&a, "-device").contains(&"intel-iommu,intremap=on"));
         assert!(after(&a, "-machine")[0].contains("kernel-irqchip=split"));
         let cmdline = after(&a, "-append")[0];
-        assert!(cmdline.contains("console=ttyS0") && cmdline.contains("iobench.bind_vfio=1234:11e8"), "{cmdline}");
+        assert!(
+            cmdline.contains("console=ttyS0") && cmdline.contains("iobench.bind_vfio=1234:11e8"),
+            "{cmdline}"
+        );
     }
 
     #[test]
     fn user_values_stay_single_arguments() {
         let mut m = machine("q35");
         m.qemu.extra_args = vec!["-d; rm -rf /".into()];
-        let opts = BootOptions { cmdline: "a=1 b=2".into(), ..Default::default() };
+        let opts = BootOptions {
+            cmdline: "a=1 b=2".into(),
+            ..Default::default()
+        };
         let a = args(&m, &files(), &opts);
         assert_eq!(a.last().unwrap(), "-d; rm -rf /");
         assert!(after(&a, "-append")[0].ends_with("intel_iommu=on a=1 b=2"));
@@ -245,8 +314,14 @@ mod tests {
 
     #[test]
     fn gdb_halts_at_start() {
-        let opts = BootOptions { gdb_port: Some(1234), ..Default::default() };
+        let opts = BootOptions {
+            gdb_port: Some(1234),
+            ..Default::default()
+        };
         let a = args(&machine("pseries"), &files(), &opts);
-        assert!(a.windows(3).any(|w| w == ["-gdb", "tcp:127.0.0.1:1234", "-S"]));
+        assert!(
+            a.windows(3)
+                .any(|w| w == ["-gdb", "tcp:127.0.0.1:1234", "-S"])
+        );
     }
 }

@@ -9,7 +9,11 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Connects to `socket`, negotiates capabilities and runs `command`.
-pub fn execute(socket: &Path, command: &str, arguments: serde_json::Value) -> std::io::Result<serde_json::Value> {
+pub fn execute(
+    socket: &Path,
+    command: &str,
+    arguments: serde_json::Value,
+) -> std::io::Result<serde_json::Value> {
     let s = UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut w = s.try_clone()?;
@@ -19,9 +23,13 @@ pub fn execute(socket: &Path, command: &str, arguments: serde_json::Value) -> st
         loop {
             line.clear();
             if r.read_line(&mut line)? == 0 {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "QMP closed"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "QMP closed",
+                ));
             }
-            let v: serde_json::Value = serde_json::from_str(&line).map_err(std::io::Error::other)?;
+            let v: serde_json::Value =
+                serde_json::from_str(&line).map_err(std::io::Error::other)?;
             // Skip asynchronous events.
             if v.get("event").is_none() {
                 return Ok(v);
@@ -31,10 +39,17 @@ pub fn execute(socket: &Path, command: &str, arguments: serde_json::Value) -> st
     next(&mut r)?; // greeting
     writeln!(w, "{}", serde_json::json!({"execute": "qmp_capabilities"}))?;
     next(&mut r)?;
-    writeln!(w, "{}", serde_json::json!({"execute": command, "arguments": arguments}))?;
+    writeln!(
+        w,
+        "{}",
+        serde_json::json!({"execute": command, "arguments": arguments})
+    )?;
     let reply = next(&mut r)?;
     if let Some(e) = reply.get("error") {
         return Err(std::io::Error::other(format!("QMP {command}: {e}")));
     }
-    Ok(reply.get("return").cloned().unwrap_or(serde_json::Value::Null))
+    Ok(reply
+        .get("return")
+        .cloned()
+        .unwrap_or(serde_json::Value::Null))
 }

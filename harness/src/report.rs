@@ -19,7 +19,13 @@ pub fn pretty(v: &serde_json::Value) -> String {
             _ => n.to_string(),
         },
         Value::Array(a) => format!("[{}]", a.iter().map(pretty).collect::<Vec<_>>().join(", ")),
-        Value::Object(m) => format!("{{{}}}", m.iter().map(|(k, x)| format!("{k}: {}", pretty(x))).collect::<Vec<_>>().join(", ")),
+        Value::Object(m) => format!(
+            "{{{}}}",
+            m.iter()
+                .map(|(k, x)| format!("{k}: {}", pretty(x)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         other => other.to_string(),
     }
 }
@@ -41,18 +47,31 @@ fn show_actual(a: &iobench_proto::Actual) -> String {
 
 /// The table header matching [`row`].
 pub fn header() -> String {
-    format!("  {:>3} {:>20}  {:<26} {:<22} {:<34} {:>9}", "#", "line", "op", "expected", "actual", "time")
+    format!(
+        "  {:>3} {:>20}  {:<26} {:<22} {:<34} {:>9}",
+        "#", "line", "op", "expected", "actual", "time"
+    )
 }
 
 fn clip(s: &str, n: usize) -> String {
-    if s.chars().count() <= n { s.to_string() } else { format!("{}…", s.chars().take(n - 1).collect::<String>()) }
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    }
 }
 
 /// Where step `i` was written: its line, prefixed by the fragment's name if it was included.
 pub fn origin(file: &ScenarioFile, i: usize) -> String {
     match file.step_origins.get(i) {
         Some((None, line)) => line.to_string(),
-        Some((Some(inc), line)) => format!("{}:{line}", Path::new(inc).file_stem().unwrap_or_default().to_string_lossy()),
+        Some((Some(inc), line)) => format!(
+            "{}:{line}",
+            Path::new(inc)
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+        ),
         None => "?".into(),
     }
 }
@@ -62,7 +81,11 @@ pub fn row(file: &ScenarioFile, r: &StepResult) -> String {
     let line = origin(file, r.index);
     let mark = if r.passed { "ok" } else { "FAIL" };
     let actual = show_actual(&r.actual);
-    let time = if r.micros >= 10_000 { format!("{} ms", r.micros / 1000) } else { format!("{} µs", r.micros) };
+    let time = if r.micros >= 10_000 {
+        format!("{} ms", r.micros / 1000)
+    } else {
+        format!("{} µs", r.micros)
+    };
     let mut s = format!(
         "  {:>3} {:>20}  {:<26} {:<22} {:<34} {:>9}  {mark}",
         r.index,
@@ -111,12 +134,24 @@ pub fn failure(f: &Failure<'_>) -> String {
     let _ = writeln!(s, "{bar} scenario {} failed {bar}", f.file.name());
     let _ = writeln!(s, "file: {}", f.file.path.display());
     if let Some(bad) = f.results.iter().find(|r| !r.passed) {
-        let _ = writeln!(s, "step {} (line {}): {}", bad.index, origin(f.file, bad.index), bad.op);
+        let _ = writeln!(
+            s,
+            "step {} (line {}): {}",
+            bad.index,
+            origin(f.file, bad.index),
+            bad.op
+        );
         let _ = writeln!(s, "  expected: {}", show_expected(&bad.expected));
         let _ = writeln!(s, "  actual:   {}", show_actual(&bad.actual));
     } else if f.results.len() < f.file.scenario.steps.len() {
         let next = f.results.len();
-        let op = f.file.scenario.steps.get(next).map(|st| st.op.as_str()).unwrap_or("?");
+        let op = f
+            .file
+            .scenario
+            .steps
+            .get(next)
+            .map(|st| st.op.as_str())
+            .unwrap_or("?");
         let _ = writeln!(s, "stopped before step {next} ({op}) finished");
     }
     if let Some(cause) = &f.cause {
@@ -186,7 +221,12 @@ pub fn write_junit(path: &Path, suite: &str, records: &[TrialRecord]) -> std::io
             TrialStatus::Passed => TestCaseStatus::success(),
             TrialStatus::Failed { message } => {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                s.set_message(message.lines().find(|l| !l.starts_with('=')).unwrap_or("failed"));
+                s.set_message(
+                    message
+                        .lines()
+                        .find(|l| !l.starts_with('='))
+                        .unwrap_or("failed"),
+                );
                 s.set_description(message.as_str());
                 s
             }
@@ -225,11 +265,27 @@ mod tests {
     use super::*;
 
     fn records() -> Vec<TrialRecord> {
-        let rec = |name: &str, status| TrialRecord { name: name.into(), status, seconds: 1.5, log_dir: None, steps: vec![] };
+        let rec = |name: &str, status| TrialRecord {
+            name: name.into(),
+            status,
+            seconds: 1.5,
+            log_dir: None,
+            steps: vec![],
+        };
         vec![
             rec("pseries::windows::a", TrialStatus::Passed),
-            rec("q35::ioas::b", TrialStatus::Failed { message: "=== x ===\nstep 3 (line 9): ioas.map\n  expected: ok <&>".into() }),
-            rec("pseries::windows::c", TrialStatus::Ignored { reason: Some("the guest lacks eeh".into()) }),
+            rec(
+                "q35::ioas::b",
+                TrialStatus::Failed {
+                    message: "=== x ===\nstep 3 (line 9): ioas.map\n  expected: ok <&>".into(),
+                },
+            ),
+            rec(
+                "pseries::windows::c",
+                TrialStatus::Ignored {
+                    reason: Some("the guest lacks eeh".into()),
+                },
+            ),
         ]
     }
 
@@ -241,7 +297,11 @@ mod tests {
         let xml = std::fs::read_to_string(&path).unwrap();
         let report = quick_junit::Report::deserialize_from_str(&xml).unwrap();
         let suite = &report.test_suites[0];
-        let skipped = suite.test_cases.iter().filter(|t| matches!(t.status, quick_junit::TestCaseStatus::Skipped { .. })).count();
+        let skipped = suite
+            .test_cases
+            .iter()
+            .filter(|t| matches!(t.status, quick_junit::TestCaseStatus::Skipped { .. }))
+            .count();
         assert_eq!((suite.tests, suite.failures, skipped), (3, 1, 1));
         assert!(xml.contains("classname=\"q35\""), "{xml}");
         assert!(xml.contains("step 3 (line 9): ioas.map"), "{xml}");

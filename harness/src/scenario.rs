@@ -37,7 +37,7 @@ use iobench_proto::{Expect, Scenario, ScenarioOutcome, Step, StepResult};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::vm::{Vm, VmError};
+use crate::vm::Vm;
 
 /// A scenario file that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -125,12 +125,18 @@ impl Steps {
         include: Option<&String>,
         raw: &[toml::Spanned<toml::Table>],
     ) -> Result<(), ScenarioError> {
-        let invalid = |line: usize, message: String| ScenarioError::Invalid { path: path.to_owned(), line, message };
+        let invalid = |line: usize, message: String| ScenarioError::Invalid {
+            path: path.to_owned(),
+            line,
+            message,
+        };
         // Each step's text: from its `[[step]]` header to the next one.
         let headers: Vec<usize> = text.match_indices("[[step]]").map(|(i, _)| i).collect();
         for (n, spanned) in raw.iter().enumerate() {
             let (start, end) = match headers.get(n) {
-                Some(&h) if headers.len() == raw.len() => (h, headers.get(n + 1).copied().unwrap_or(text.len())),
+                Some(&h) if headers.len() == raw.len() => {
+                    (h, headers.get(n + 1).copied().unwrap_or(text.len()))
+                }
                 _ => (spanned.span().start, spanned.span().end),
             };
             let step_text = &text[start.min(text.len())..end.min(text.len())];
@@ -150,12 +156,16 @@ impl Steps {
             let table = spanned.get_ref();
             if let Some(inc) = table.get("include") {
                 let inc = inc.as_str().filter(|_| table.len() == 1).ok_or_else(|| {
-                    invalid(at("include"), "an include step is only `include = \"path/to/fragment.toml\"`".into())
+                    invalid(
+                        at("include"),
+                        "an include step is only `include = \"path/to/fragment.toml\"`".into(),
+                    )
                 })?;
                 self.include(path, inc, at("include"))?;
                 continue;
             }
-            let step = check_step(table, &mut self.bound).map_err(|(key, msg)| invalid(at(&key), msg))?;
+            let step =
+                check_step(table, &mut self.bound).map_err(|(key, msg)| invalid(at(&key), msg))?;
             self.origins.push((include.cloned(), line_of(text, start)));
             self.steps.push(step);
         }
@@ -164,13 +174,20 @@ impl Steps {
 
     /// Expands a fragment in place (fragments may include fragments, a few levels deep).
     fn include(&mut self, from: &Path, inc: &str, line: usize) -> Result<(), ScenarioError> {
-        let invalid = |message: String| ScenarioError::Invalid { path: from.to_owned(), line, message };
+        let invalid = |message: String| ScenarioError::Invalid {
+            path: from.to_owned(),
+            line,
+            message,
+        };
         self.depth += 1;
         if self.depth > 4 {
-            return Err(invalid(format!("include {inc:?}: fragments nest deeper than 4 (a cycle?)")));
+            return Err(invalid(format!(
+                "include {inc:?}: fragments nest deeper than 4 (a cycle?)"
+            )));
         }
         let path = from.parent().unwrap_or(Path::new(".")).join(inc);
-        let text = fs::read_to_string(&path).map_err(|e| invalid(format!("include {inc:?}: {}: {e}", path.display())))?;
+        let text = fs::read_to_string(&path)
+            .map_err(|e| invalid(format!("include {inc:?}: {}: {e}", path.display())))?;
         let frag: RawFragment = toml::from_str(&text).map_err(|e| ScenarioError::Invalid {
             path: path.clone(),
             line: e.span().map(|s| line_of(&text, s.start)).unwrap_or(1),
@@ -189,19 +206,29 @@ fn line_of(text: &str, offset: usize) -> usize {
 impl ScenarioFile {
     /// Parses and checks scenario text; `name` is the scenario's name.
     pub fn parse(text: &str, path: &Path, name: &str) -> Result<ScenarioFile, ScenarioError> {
-        let invalid = |line: usize, message: String| ScenarioError::Invalid { path: path.to_owned(), line, message };
+        let invalid = |line: usize, message: String| ScenarioError::Invalid {
+            path: path.to_owned(),
+            line,
+            message,
+        };
         let raw: RawFile = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
             invalid(line, e.message().to_string())
         })?;
         let key_line = |key: &str| text.find(key).map(|i| line_of(text, i)).unwrap_or(1);
         if raw.machines.is_empty() {
-            return Err(invalid(key_line("machines"), "machines must name at least one machine definition".into()));
+            return Err(invalid(
+                key_line("machines"),
+                "machines must name at least one machine definition".into(),
+            ));
         }
         for f in &raw.requires {
             if !ops::FEATURES.iter().any(|(n, _)| n == f) {
                 let known: Vec<&str> = ops::FEATURES.iter().map(|(n, _)| *n).collect();
-                return Err(invalid(key_line("requires"), format!("unknown feature {f:?}; known: {}", known.join(", "))));
+                return Err(invalid(
+                    key_line("requires"),
+                    format!("unknown feature {f:?}; known: {}", known.join(", ")),
+                ));
             }
         }
         let mut acc = Steps::default();
@@ -216,14 +243,20 @@ impl ScenarioFile {
             requires: raw.requires,
             fresh_vm: raw.fresh_vm,
             disabled: raw.disabled,
-            scenario: Scenario { name: name.to_string(), steps: acc.steps },
+            scenario: Scenario {
+                name: name.to_string(),
+                steps: acc.steps,
+            },
             step_origins: acc.origins,
         })
     }
 
     /// Loads one file; its name comes from its path relative to `root` (or its stem).
     pub fn load(path: &Path, root: Option<&Path>) -> Result<ScenarioFile, ScenarioError> {
-        let text = fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: path.to_owned(), source })?;
+        let text = fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::parse(&text, path, &name_for(path, root))
     }
 
@@ -239,22 +272,37 @@ impl ScenarioFile {
 
     /// The features it needs that `available` lacks.
     pub fn missing_features(&self, available: &[String]) -> Vec<String> {
-        self.requires.iter().filter(|r| !available.contains(r)).cloned().collect()
+        self.requires
+            .iter()
+            .filter(|r| !available.contains(r))
+            .cloned()
+            .collect()
     }
 }
 
 /// `dir/a/b.toml` → `a::b`.
 pub fn name_for(path: &Path, root: Option<&Path>) -> String {
-    let rel = root.and_then(|r| path.strip_prefix(r).ok()).unwrap_or_else(|| Path::new(path.file_name().unwrap_or_default()));
+    let rel = root
+        .and_then(|r| path.strip_prefix(r).ok())
+        .unwrap_or_else(|| Path::new(path.file_name().unwrap_or_default()));
     let rel = rel.with_extension("");
-    rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("::")
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("::")
 }
 
 /// Loads every `*.toml` under `dir`, sorted by name; stops at the first bad file.
 pub fn load_dir(dir: &Path) -> Result<Vec<ScenarioFile>, ScenarioError> {
     let mut files = Vec::new();
-    collect(dir, &mut files).map_err(|source| ScenarioError::Read { path: dir.to_owned(), source })?;
-    let mut out = files.iter().map(|p| ScenarioFile::load(p, Some(dir))).collect::<Result<Vec<_>, _>>()?;
+    collect(dir, &mut files).map_err(|source| ScenarioError::Read {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut out = files
+        .iter()
+        .map(|p| ScenarioFile::load(p, Some(dir)))
+        .collect::<Result<Vec<_>, _>>()?;
     out.sort_by(|a, b| a.scenario.name.cmp(&b.scenario.name));
     Ok(out)
 }
@@ -262,7 +310,9 @@ pub fn load_dir(dir: &Path) -> Result<Vec<ScenarioFile>, ScenarioError> {
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for e in fs::read_dir(dir)? {
         let p = e?.path();
-        let fragment = p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('_'));
+        let fragment = p
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('_'));
         if p.is_dir() && !fragment {
             collect(&p, out)?;
         } else if p.extension().is_some_and(|x| x == "toml") {
@@ -276,7 +326,10 @@ type StepError = (String, String);
 
 fn check_step(table: &toml::Table, bound: &mut BTreeSet<String>) -> Result<Step, StepError> {
     let err = |key: &str, msg: String| (key.to_string(), msg);
-    let op_name = table.get("op").and_then(|v| v.as_str()).ok_or_else(|| err("[[step]]", "step has no op = \"…\"".into()))?;
+    let op_name = table
+        .get("op")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| err("[[step]]", "step has no op = \"…\"".into()))?;
     let spec = ops::op(op_name).ok_or_else(|| err("op", unknown_op(op_name)))?;
     let mut args = std::collections::BTreeMap::new();
     for (key, value) in table {
@@ -285,13 +338,24 @@ fn check_step(table: &toml::Table, bound: &mut BTreeSet<String>) -> Result<Step,
         }
         let arg = spec.args.iter().find(|a| a.name == key).ok_or_else(|| {
             let names: Vec<&str> = spec.args.iter().map(|a| a.name).collect();
-            err(key, format!("{op_name} has no argument {key:?}; it takes: {}", names.join(", ")))
+            err(
+                key,
+                format!(
+                    "{op_name} has no argument {key:?}; it takes: {}",
+                    names.join(", ")
+                ),
+            )
         })?;
         let json = serde_json::to_value(value).map_err(|e| err(key, e.to_string()))?;
-        check_arg(arg.kind, &json, bound).map_err(|m| err(key, format!("{op_name}: {key}: {m}")))?;
+        check_arg(arg.kind, &json, bound)
+            .map_err(|m| err(key, format!("{op_name}: {key}: {m}")))?;
         args.insert(key.clone(), json);
     }
-    if let Some(missing) = spec.args.iter().find(|a| a.required && !args.contains_key(a.name)) {
+    if let Some(missing) = spec
+        .args
+        .iter()
+        .find(|a| a.required && !args.contains_key(a.name))
+    {
         return Err(err("op", format!("{op_name} needs {}", missing.name)));
     }
     let expect = match table.get("expect") {
@@ -304,22 +368,39 @@ fn check_step(table: &toml::Table, bound: &mut BTreeSet<String>) -> Result<Step,
     let bind = match table.get("bind") {
         None => None,
         Some(toml::Value::String(name)) if is_ident(name) => Some(name.clone()),
-        Some(other) => return Err(err("bind", format!("bind must be a name like \"win\", not {other}"))),
+        Some(other) => {
+            return Err(err(
+                "bind",
+                format!("bind must be a name like \"win\", not {other}"),
+            ));
+        }
     };
     if let Some(b) = &bind {
         bound.insert(b.clone());
     }
-    Ok(Step { op: op_name.to_string(), args, expect, bind })
+    Ok(Step {
+        op: op_name.to_string(),
+        args,
+        expect,
+        bind,
+    })
 }
 
 fn unknown_op(name: &str) -> String {
     let family = name.split('.').next().unwrap_or_default();
-    let similar: Vec<&str> = ops::OPS.iter().map(|o| o.name).filter(|n| n.starts_with(family)).collect();
+    let similar: Vec<&str> = ops::OPS
+        .iter()
+        .map(|o| o.name)
+        .filter(|n| n.starts_with(family))
+        .collect();
     if similar.is_empty() {
         let all: Vec<&str> = ops::OPS.iter().map(|o| o.name).collect();
         format!("unknown op {name:?}; ops: {}", all.join(", "))
     } else {
-        format!("unknown op {name:?}; did you mean one of: {}", similar.join(", "))
+        format!(
+            "unknown op {name:?}; did you mean one of: {}",
+            similar.join(", ")
+        )
     }
 }
 
@@ -328,14 +409,15 @@ fn is_ident(s: &str) -> bool {
 }
 
 fn parse_expect(v: &toml::Value) -> Result<Expect, String> {
-    let e: Expect = v
-        .clone()
-        .try_into()
-        .map_err(|_| format!("expect must be \"ok\", \"any\", {{ errno = \"EINVAL\" }} or {{ value = … }}, not {v}"))?;
-    if let Expect::Errno(name) = &e {
-        if ops::errno_code(name).is_none() {
-            return Err(format!("unknown errno {name:?}"));
-        }
+    let e: Expect = v.clone().try_into().map_err(|_| {
+        format!(
+            "expect must be \"ok\", \"any\", {{ errno = \"EINVAL\" }} or {{ value = … }}, not {v}"
+        )
+    })?;
+    if let Expect::Errno(name) = &e
+        && ops::errno_code(name).is_none()
+    {
+        return Err(format!("unknown errno {name:?}"));
     }
     Ok(e)
 }
@@ -350,7 +432,11 @@ fn check_refs(v: &Value, bound: &BTreeSet<String>) -> Result<bool, String> {
                 if bound.contains(&r.name) {
                     Ok(true)
                 } else {
-                    Err(format!("${} is not bound by an earlier step (bound so far: {})", r.name, list(bound)))
+                    Err(format!(
+                        "${} is not bound by an earlier step (bound so far: {})",
+                        r.name,
+                        list(bound)
+                    ))
                 }
             }
         },
@@ -373,7 +459,15 @@ fn check_refs(v: &Value, bound: &BTreeSet<String>) -> Result<bool, String> {
 }
 
 fn list(bound: &BTreeSet<String>) -> String {
-    if bound.is_empty() { "none".into() } else { bound.iter().map(|b| format!("${b}")).collect::<Vec<_>>().join(", ") }
+    if bound.is_empty() {
+        "none".into()
+    } else {
+        bound
+            .iter()
+            .map(|b| format!("${b}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 fn check_arg(kind: ArgKind, v: &Value, bound: &BTreeSet<String>) -> Result<(), String> {
@@ -382,11 +476,19 @@ fn check_arg(kind: ArgKind, v: &Value, bound: &BTreeSet<String>) -> Result<(), S
         return Ok(()); // checked again, against the real value, by the agent
     }
     match kind {
-        ArgKind::Handle if !is_ref => Err(format!("expected a $reference to an earlier step's handle, got {v}")),
+        ArgKind::Handle if !is_ref => Err(format!(
+            "expected a $reference to an earlier step's handle, got {v}"
+        )),
         ArgKind::Handle | ArgKind::Any => Ok(()),
         ArgKind::U64 => ops::parse_u64(v).map(|_| ()),
-        ArgKind::Bool => v.as_bool().map(|_| ()).ok_or_else(|| format!("expected true or false, got {v}")),
-        ArgKind::Str => v.as_str().map(|_| ()).ok_or_else(|| format!("expected text, got {v}")),
+        ArgKind::Bool => v
+            .as_bool()
+            .map(|_| ())
+            .ok_or_else(|| format!("expected true or false, got {v}")),
+        ArgKind::Str => v
+            .as_str()
+            .map(|_| ())
+            .ok_or_else(|| format!("expected text, got {v}")),
         ArgKind::Choice(words) => match v.as_str() {
             Some(s) if words.contains(&s) => Ok(()),
             _ => Err(format!("expected one of {}, got {v}", words.join(", "))),
@@ -394,7 +496,9 @@ fn check_arg(kind: ArgKind, v: &Value, bound: &BTreeSet<String>) -> Result<(), S
         ArgKind::Pattern => Pattern::parse(v.as_str().unwrap_or_default()).map(|_| ()),
         ArgKind::Device => check_device(v),
         ArgKind::Ranges => {
-            let a = v.as_array().ok_or_else(|| format!("expected [[start, last], …], got {v}"))?;
+            let a = v
+                .as_array()
+                .ok_or_else(|| format!("expected [[start, last], …], got {v}"))?;
             for pair in a {
                 match pair.as_array().map(Vec::as_slice) {
                     Some([s, l]) => {
@@ -413,17 +517,60 @@ fn check_arg(kind: ArgKind, v: &Value, bound: &BTreeSet<String>) -> Result<(), S
 }
 
 fn check_device(v: &Value) -> Result<(), String> {
-    let s = v.as_str().ok_or_else(|| format!("expected \"vvvv:dddd\" or a PCI address, got {v}"))?;
+    let s = v
+        .as_str()
+        .ok_or_else(|| format!("expected \"vvvv:dddd\" or a PCI address, got {v}"))?;
     let hex = |t: &str, n: usize| t.len() == n && t.chars().all(|c| c.is_ascii_hexdigit());
     let parts: Vec<&str> = s.split(':').collect();
     let ok = match parts.as_slice() {
         [v, d] => hex(v, 4) && hex(d, 4),
         [dom, bus, devfn] => {
-            hex(dom, 4) && hex(bus, 2) && devfn.split_once('.').is_some_and(|(d, f)| hex(d, 2) && hex(f, 1))
+            hex(dom, 4)
+                && hex(bus, 2)
+                && devfn
+                    .split_once('.')
+                    .is_some_and(|(d, f)| hex(d, 2) && hex(f, 1))
         }
         _ => false,
     };
-    if ok { Ok(()) } else { Err(format!("{s:?} is neither vendor:device (\"1234:11e8\") nor an address (\"0000:00:05.0\")")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is neither vendor:device (\"1234:11e8\") nor an address (\"0000:00:05.0\")"
+        ))
+    }
+}
+
+/// An error from whatever runs the agent, already explained (cause, logs).
+pub type HostError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a scenario runs on: a booted [`Vm`] or a real machine's session
+/// ([`crate::target::Session`]), anything with an agent and logs.
+pub trait AgentHost {
+    /// The agent session.
+    fn agent(&mut self) -> Result<&mut crate::agent::Agent, HostError>;
+    /// Turns an agent error into one that names the cause (console, process state).
+    fn explain(&mut self, e: crate::agent::AgentError) -> HostError;
+    /// The last `n` console lines, if there is a console.
+    fn console_tail(&self, n: usize) -> Vec<String>;
+    /// Where this host's logs are.
+    fn log_dir(&self) -> &Path;
+}
+
+impl AgentHost for Vm {
+    fn agent(&mut self) -> Result<&mut crate::agent::Agent, HostError> {
+        Vm::agent(self).map_err(Into::into)
+    }
+    fn explain(&mut self, e: crate::agent::AgentError) -> HostError {
+        Box::new(Vm::explain(self, e))
+    }
+    fn console_tail(&self, n: usize) -> Vec<String> {
+        Vm::console_tail(self, n)
+    }
+    fn log_dir(&self) -> &Path {
+        Vm::log_dir(self)
+    }
 }
 
 /// What running one scenario on a machine gave.
@@ -432,7 +579,7 @@ pub struct RunResult {
     /// Step results, in order, as they streamed in.
     pub results: Vec<StepResult>,
     /// The agent's summary, or why the run broke off (guest panic, agent crash, hang).
-    pub outcome: Result<ScenarioOutcome, VmError>,
+    pub outcome: Result<ScenarioOutcome, HostError>,
     /// Kernel log lines logged while the scenario ran.
     pub dmesg: Vec<String>,
 }
@@ -444,36 +591,46 @@ impl RunResult {
     }
 
     /// The framed failure report (see [`crate::report::failure`]).
-    pub fn failure_report(&self, file: &ScenarioFile, vm: &Vm) -> String {
+    pub fn failure_report(&self, file: &ScenarioFile, host: &dyn AgentHost) -> String {
         crate::report::failure(&crate::report::Failure {
             file,
             results: &self.results,
             cause: self.outcome.as_ref().err().map(ToString::to_string),
-            console_tail: vm.console_tail(30),
+            console_tail: host.console_tail(30),
             dmesg: self.dmesg.clone(),
-            log_dir: vm.log_dir(),
+            log_dir: host.log_dir(),
         })
     }
 }
 
-/// Runs a scenario on a booted machine's agent, calling `on_step` as each result arrives.
-pub fn run_on(vm: &mut Vm, file: &ScenarioFile, mut on_step: impl FnMut(&StepResult)) -> RunResult {
+/// Runs a scenario on a machine's agent, calling `on_step` as each result arrives.
+pub fn run_on(
+    host: &mut dyn AgentHost,
+    file: &ScenarioFile,
+    mut on_step: impl FnMut(&StepResult),
+) -> RunResult {
     let mut results = Vec::new();
     let outcome = (|| {
-        let agent = vm.agent()?;
-        agent.dmesg().map_err(|e| vm.explain(e))?; // start the kernel log delta here
-        let agent = vm.agent()?;
+        let agent = host.agent()?;
+        if let Err(e) = agent.dmesg() {
+            return Err(host.explain(e)); // the kernel log delta starts here
+        }
+        let agent = host.agent()?;
         let run = agent.run(&file.scenario, |r| {
             on_step(r);
             results.push(r.clone());
         });
-        run.map_err(|e| vm.explain(e))
+        run.map_err(|e| host.explain(e))
     })();
-    let dmesg = match (&outcome, vm.agent()) {
+    let dmesg = match (&outcome, host.agent()) {
         (Ok(_), Ok(agent)) => agent.dmesg().unwrap_or_default(),
         _ => Vec::new(),
     };
-    RunResult { results, outcome, dmesg }
+    RunResult {
+        results,
+        outcome,
+        dmesg,
+    }
 }
 
 #[cfg(test)]

@@ -254,22 +254,42 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VmError {
 impl Vm {
     /// Boots the machine; in [`GuestMode::Agent`] returns once the agent answered.
     pub fn boot(spec: VmSpec) -> Result<Vm, VmError> {
-        let qemu_bin = process::which(&spec.qemu.to_string_lossy())
-            .ok_or_else(|| VmError::QemuMissing { binary: spec.qemu.clone() })?;
-        for (what, path) in [("kernel", &spec.images.kernel), ("initramfs", &spec.images.initramfs)] {
+        let qemu_bin =
+            process::which(&spec.qemu.to_string_lossy()).ok_or_else(|| VmError::QemuMissing {
+                binary: spec.qemu.clone(),
+            })?;
+        for (what, path) in [
+            ("kernel", &spec.images.kernel),
+            ("initramfs", &spec.images.initramfs),
+        ] {
             if !path.is_file() {
-                let xtask = if what == "kernel" { "kernel" } else { "initramfs" };
-                return Err(VmError::ImageMissing { what, path: path.clone(), xtask });
+                let xtask = if what == "kernel" {
+                    "kernel"
+                } else {
+                    "initramfs"
+                };
+                return Err(VmError::ImageMissing {
+                    what,
+                    path: path.clone(),
+                    xtask,
+                });
             }
         }
-        std::fs::create_dir_all(&spec.log_dir).map_err(io_err(format!("creating {}", spec.log_dir.display())))?;
-        let dir = tempfile::Builder::new().prefix("iobench-vm-").tempdir().map_err(io_err("creating the VM's temp dir"))?;
+        std::fs::create_dir_all(&spec.log_dir)
+            .map_err(io_err(format!("creating {}", spec.log_dir.display())))?;
+        let dir = tempfile::Builder::new()
+            .prefix("iobench-vm-")
+            .tempdir()
+            .map_err(io_err("creating the VM's temp dir"))?;
         let backend = match spec.channel {
             Channel::Serial => None,
             channel => match Backend::start(dir.path(), &spec.log_dir.join("vsock.log")) {
                 Ok(b) => Some(b),
                 Err(VsockError::Missing) if channel == Channel::Auto => {
-                    eprintln!("note: {} not found; the agent talks over a virtio-serial port instead", crate::vsock::BACKEND);
+                    eprintln!(
+                        "note: {} not found; the agent talks over a virtio-serial port instead",
+                        crate::vsock::BACKEND
+                    );
                     None
                 }
                 Err(e) => return Err(e.into()),
@@ -290,18 +310,27 @@ impl Vm {
             qmp_socket: dir.path().join("qmp.sock"),
         };
         let args = qemu::args(&spec.machine, &files, &spec.boot);
-        std::fs::write(spec.log_dir.join("qemu.cmdline"), shell_words(&qemu_bin, &args))
-            .map_err(io_err("writing qemu.cmdline"))?;
+        std::fs::write(
+            spec.log_dir.join("qemu.cmdline"),
+            shell_words(&qemu_bin, &args),
+        )
+        .map_err(io_err("writing qemu.cmdline"))?;
         let stderr_path = spec.log_dir.join("qemu.stderr");
-        let stderr = std::fs::File::create(&stderr_path).map_err(io_err(format!("creating {}", stderr_path.display())))?;
+        let stderr = std::fs::File::create(&stderr_path)
+            .map_err(io_err(format!("creating {}", stderr_path.display())))?;
         let mut cmd = Command::new(&qemu_bin);
-        cmd.args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr);
+        cmd.args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
         let started = Instant::now();
-        let mut qemu = process::spawn_owned(cmd, "qemu").map_err(io_err(format!("starting {}", qemu_bin.display())))?;
+        let mut qemu = process::spawn_owned(cmd, "qemu")
+            .map_err(io_err(format!("starting {}", qemu_bin.display())))?;
         let stdout = qemu.child_mut().stdout.take().expect("stdout is piped");
         let stdin = qemu.child_mut().stdin.take();
-        let console = Console::capture(stdout, &spec.log_dir.join("console.log"), spec.echo_console)
-            .map_err(io_err("capturing the console"))?;
+        let console =
+            Console::capture(stdout, &spec.log_dir.join("console.log"), spec.echo_console)
+                .map_err(io_err("capturing the console"))?;
         let mut vm = Vm {
             qemu,
             backend,
@@ -333,11 +362,17 @@ impl Vm {
                     let stream = loop {
                         match UnixStream::connect(&sock) {
                             Ok(s) => break Ok(s),
-                            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+                            Err(_) if Instant::now() < deadline => {
+                                std::thread::sleep(Duration::from_millis(2))
+                            }
                             Err(e) => break Err(e),
                         }
                     };
-                    let _ = tx.send(stream.map_err(AgentError::Io).and_then(|s| Agent::over_unix(s, ready)));
+                    let _ = tx.send(
+                        stream
+                            .map_err(AgentError::Io)
+                            .and_then(|s| Agent::over_unix(s, ready)),
+                    );
                 });
                 vm.wait_for(|| match rx.try_recv() {
                     Ok(r) => r.map(Some),
@@ -352,7 +387,10 @@ impl Vm {
     }
 
     /// Polls `ready` until it yields, watching QEMU, the console and the deadlines.
-    fn wait_for<T>(&mut self, mut ready: impl FnMut() -> Result<Option<T>, AgentError>) -> Result<T, VmError> {
+    fn wait_for<T>(
+        &mut self,
+        mut ready: impl FnMut() -> Result<Option<T>, AgentError>,
+    ) -> Result<T, VmError> {
         let t = self.spec.timeouts;
         loop {
             match ready() {
@@ -389,7 +427,12 @@ impl Vm {
                 Some(_) => (STAGE_AGENT, t.agent_ready),
             };
             if elapsed > timeout {
-                return Err(VmError::Hang { stage: hung, timeout, log: self.console_log(), tail: self.tail() });
+                return Err(VmError::Hang {
+                    stage: hung,
+                    timeout,
+                    log: self.console_log(),
+                    tail: self.tail(),
+                });
             }
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -404,7 +447,11 @@ impl Vm {
     }
 
     fn agent_error(&self, source: AgentError) -> VmError {
-        VmError::Agent { source, log: self.console_log(), tail: self.tail() }
+        VmError::Agent {
+            source,
+            log: self.console_log(),
+            tail: self.tail(),
+        }
     }
 
     fn tail(&self) -> Vec<String> {
@@ -445,7 +492,11 @@ impl Vm {
         let s = std::fs::read_to_string(self.spec.log_dir.join("qemu.stderr")).unwrap_or_default();
         let lines: Vec<&str> = s.lines().rev().take(10).collect();
         let s = lines.into_iter().rev().collect::<Vec<_>>().join("\n  ");
-        if s.is_empty() { "(nothing on stderr)".into() } else { s }
+        if s.is_empty() {
+            "(nothing on stderr)".into()
+        } else {
+            s
+        }
     }
 
     /// The connected agent (only in [`GuestMode::Agent`]).
@@ -466,12 +517,14 @@ impl Vm {
             }
             if let Ok(Some(status)) = self.qemu.try_wait() {
                 self.console.finish();
-                return self.console_verdict("running").unwrap_or_else(|| VmError::QemuExited {
-                    status: status.to_string(),
-                    stage: "running",
-                    stderr: self.qemu_stderr(),
-                    log_dir: self.spec.log_dir.clone(),
-                });
+                return self
+                    .console_verdict("running")
+                    .unwrap_or_else(|| VmError::QemuExited {
+                        status: status.to_string(),
+                        stage: "running",
+                        stderr: self.qemu_stderr(),
+                        log_dir: self.spec.log_dir.clone(),
+                    });
             }
             if Instant::now() > deadline {
                 return self.agent_error(source);
@@ -484,10 +537,20 @@ impl Vm {
     /// first, else the init script's report that the agent exited.
     fn console_verdict(&self, stage: &'static str) -> Option<VmError> {
         if let Some(f) = self.console.fatal() {
-            return Some(VmError::Kernel { kind: f.kind, stage, line: f.line, log: self.console_log(), tail: self.tail() });
+            return Some(VmError::Kernel {
+                kind: f.kind,
+                stage,
+                line: f.line,
+                log: self.console_log(),
+                tail: self.tail(),
+            });
         }
         let status = self.console.agent_exit()?;
-        Some(VmError::AgentCrashed { status, log: self.console_log(), tail: self.tail() })
+        Some(VmError::AgentCrashed {
+            status,
+            log: self.console_log(),
+            tail: self.tail(),
+        })
     }
 
     /// Opens a new host→guest vsock session to the agent's listening port.
@@ -504,12 +567,20 @@ impl Vm {
             what: "console input".into(),
             source: std::io::Error::other("closed"),
         })?;
-        stdin.write_all(bytes).and_then(|_| stdin.flush()).map_err(io_err("writing to the console"))
+        stdin
+            .write_all(bytes)
+            .and_then(|_| stdin.flush())
+            .map_err(io_err("writing to the console"))
     }
 
     /// Runs a QMP command (raw JSON); returns its `return` value.
-    pub fn qmp(&self, command: &str, arguments: serde_json::Value) -> Result<serde_json::Value, VmError> {
-        crate::qmp::execute(&self.qmp_socket, command, arguments).map_err(io_err(format!("QMP {command}")))
+    pub fn qmp(
+        &self,
+        command: &str,
+        arguments: serde_json::Value,
+    ) -> Result<serde_json::Value, VmError> {
+        crate::qmp::execute(&self.qmp_socket, command, arguments)
+            .map_err(io_err(format!("QMP {command}")))
     }
 
     /// QEMU's exit status if it has exited (for interactive sessions).
@@ -533,7 +604,11 @@ impl Vm {
         } else {
             let _ = self.qmp("system_powerdown", serde_json::json!({}));
         }
-        match self.qemu.wait_timeout(self.spec.timeouts.poweroff).map_err(io_err("waiting for QEMU"))? {
+        match self
+            .qemu
+            .wait_timeout(self.spec.timeouts.poweroff)
+            .map_err(io_err("waiting for QEMU"))?
+        {
             Some(_) => {
                 self.console.finish();
                 Ok(t0.elapsed())
@@ -549,7 +624,9 @@ impl Vm {
 /// The command line as a copy-pasteable shell string (for the log only).
 fn shell_words(bin: &Path, args: &[String]) -> String {
     let quote = |s: &str| {
-        if s.chars().all(|c| c.is_ascii_alphanumeric() || "-_=,./:".contains(c)) {
+        if s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=,./:".contains(c))
+        {
             s.to_string()
         } else {
             format!("'{}'", s.replace('\'', r"'\''"))

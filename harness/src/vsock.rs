@@ -85,7 +85,11 @@ impl Backend {
         let logf = std::fs::File::create(log).map_err(io(format!("creating {}", log.display())))?;
         let mut cmd = Command::new(bin);
         cmd.arg("--vm")
-            .arg(format!("guest-cid={cid},socket={},uds-path={}", vhost_socket.display(), uds.display()))
+            .arg(format!(
+                "guest-cid={cid},socket={},uds-path={}",
+                vhost_socket.display(),
+                uds.display()
+            ))
             .stdin(Stdio::null())
             .stdout(logf.try_clone().map_err(io("log"))?)
             .stderr(logf);
@@ -96,14 +100,25 @@ impl Backend {
         let deadline = Instant::now() + Duration::from_secs(5);
         while !vhost_socket.exists() {
             if let Ok(Some(status)) = proc.try_wait() {
-                return Err(VsockError::Start { reason: format!("exited with {status}"), log: log.to_owned() });
+                return Err(VsockError::Start {
+                    reason: format!("exited with {status}"),
+                    log: log.to_owned(),
+                });
             }
             if Instant::now() > deadline {
-                return Err(VsockError::Start { reason: "no socket after 5 s".into(), log: log.to_owned() });
+                return Err(VsockError::Start {
+                    reason: "no socket after 5 s".into(),
+                    log: log.to_owned(),
+                });
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        Ok(Backend { proc, cid, vhost_socket, uds })
+        Ok(Backend {
+            proc,
+            cid,
+            vhost_socket,
+            uds,
+        })
     }
 
     /// The backend's pid.
@@ -121,13 +136,16 @@ impl Backend {
 
     /// Connects to guest port `port` (the guest must be listening).
     pub fn connect(&self, port: u32, timeout: Duration) -> Result<UnixStream, VsockError> {
-        let mut s = UnixStream::connect(&self.uds).map_err(io(format!("connect {}", self.uds.display())))?;
+        let mut s = UnixStream::connect(&self.uds)
+            .map_err(io(format!("connect {}", self.uds.display())))?;
         s.set_read_timeout(Some(timeout)).map_err(io("timeout"))?;
-        s.write_all(format!("CONNECT {port}\n").as_bytes()).map_err(io("CONNECT"))?;
+        s.write_all(format!("CONNECT {port}\n").as_bytes())
+            .map_err(io("CONNECT"))?;
         // Read the reply byte by byte: nothing after it may be consumed.
         let mut reply = Vec::new();
         let mut r = BufReader::with_capacity(1, &s);
-        r.read_until(b'\n', &mut reply).map_err(io("reading CONNECT reply"))?;
+        r.read_until(b'\n', &mut reply)
+            .map_err(io("reading CONNECT reply"))?;
         let reply = String::from_utf8_lossy(&reply).trim().to_string();
         if !reply.starts_with("OK") {
             return Err(VsockError::Refused { port, reply });

@@ -94,9 +94,15 @@ fn parse(buf: &[u8]) -> Parse {
     let rest = &buf[MARKER.len()..];
     // Header: "<len> <crc> " — at most 10 + 1 + 8 + 1 bytes.
     let Some(sp1) = rest.iter().take(11).position(|&b| b == b' ') else {
-        return if rest.len() < 11 { Parse::Incomplete } else { Parse::Bad };
+        return if rest.len() < 11 {
+            Parse::Incomplete
+        } else {
+            Parse::Bad
+        };
     };
-    let Some(len) = std::str::from_utf8(&rest[..sp1]).ok().and_then(|s| s.parse::<usize>().ok())
+    let Some(len) = std::str::from_utf8(&rest[..sp1])
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
     else {
         return Parse::Bad;
     };
@@ -124,7 +130,10 @@ fn parse(buf: &[u8]) -> Parse {
     if crc32(payload) != crc {
         return Parse::Bad;
     }
-    Parse::Frame { payload: payload.to_vec(), consumed: MARKER.len() + body + len }
+    Parse::Frame {
+        payload: payload.to_vec(),
+        consumed: MARKER.len() + body + len,
+    }
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

@@ -257,7 +257,9 @@ impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DecodeError::Io(e) => write!(f, "reading the agent stream: {e}"),
-            DecodeError::TooLong(n) => write!(f, "message line longer than {MAX_LINE} bytes ({n}+)"),
+            DecodeError::TooLong(n) => {
+                write!(f, "message line longer than {MAX_LINE} bytes ({n}+)")
+            }
             DecodeError::Malformed { reason, line } => {
                 write!(f, "malformed message ({reason}): {line:?}")
             }

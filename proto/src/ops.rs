@@ -59,11 +59,19 @@ pub struct OpSpec {
 }
 
 const fn req(name: &'static str, kind: ArgKind) -> ArgSpec {
-    ArgSpec { name, kind, required: true }
+    ArgSpec {
+        name,
+        kind,
+        required: true,
+    }
 }
 
 const fn opt(name: &'static str, kind: ArgKind) -> ArgSpec {
-    ArgSpec { name, kind, required: false }
+    ArgSpec {
+        name,
+        kind,
+        required: false,
+    }
 }
 
 use ArgKind::*;
@@ -81,8 +89,18 @@ pub const VFIO_EXTENSIONS: &[(&str, u32)] = &[
     ("unmap-all", 9),
     ("update-vaddr", 10),
 ];
-const EXTENSION_NAMES: &[&str] =
-    &["type1", "spapr", "type1v2", "dma-cc", "eeh", "nesting", "spapr-v2", "noiommu", "unmap-all", "update-vaddr"];
+const EXTENSION_NAMES: &[&str] = &[
+    "type1",
+    "spapr",
+    "type1v2",
+    "dma-cc",
+    "eeh",
+    "nesting",
+    "spapr-v2",
+    "noiommu",
+    "unmap-all",
+    "update-vaddr",
+];
 
 /// `VFIO_EEH_PE_OP` operations by name, numbered as in `linux/vfio.h`.
 pub const EEH_OPS: &[&str] = &[
@@ -98,136 +116,513 @@ pub const EEH_OPS: &[&str] = &[
     "inject_err",
 ];
 
-const MEM_RANGE: [ArgSpec; 3] = [req("buffer", Handle), opt("offset", U64), opt("length", U64)];
+const MEM_RANGE: [ArgSpec; 3] = [
+    req("buffer", Handle),
+    opt("offset", U64),
+    opt("length", U64),
+];
 
 /// Every operation, sorted by name.
 pub const OPS: &[OpSpec] = &[
-    OpSpec { name: "bench.edu_round_trips", summary: "edu DMA RAM→edu→RAM `iterations` times; yields {iterations, seconds, per_second}", args: &[
-        req("device", Handle), req("src_iova", U64), req("dst_iova", U64), req("iterations", U64), opt("count", U64)] },
-    OpSpec { name: "bench.ioas_map_unmap", summary: "IOAS map+unmap of a buffer range `iterations` times; yields {iterations, seconds, per_second}", args: &[
-        req("iommufd", Handle), req("ioas", U64), MEM_RANGE[0], MEM_RANGE[1], MEM_RANGE[2], req("iova", U64),
-        req("iterations", U64)] },
-    OpSpec { name: "bench.vfio_map_unmap", summary: "VFIO_IOMMU_MAP_DMA+UNMAP_DMA `iterations` times; yields {iterations, seconds, per_second}", args: &[
-        req("container", Handle), req("iova", U64), MEM_RANGE[0], MEM_RANGE[1], MEM_RANGE[2], req("iterations", U64)] },
-    OpSpec { name: "check", summary: "compare `value` with eq/ne/contains/lt/le/gt/ge/bits_set/bits_clear; ok (yielding the value) or error", args: &[
-        req("value", Any), opt("eq", Any), opt("ne", Any), opt("contains", Str), opt("lt", U64), opt("le", U64), opt("gt", U64),
-        opt("ge", U64), opt("bits_set", U64), opt("bits_clear", U64)] },
-    OpSpec { name: "close", summary: "close a handle (fd or buffer) made by an earlier step", args: &[req("handle", Handle)] },
-    OpSpec { name: "debug.abort", summary: "abort the agent (tests the harness's crash handling)", args: &[] },
-    OpSpec { name: "debug.sleep", summary: "sleep `ms` milliseconds (tests the harness's timeouts)", args: &[req("ms", U64)] },
-    OpSpec { name: "edu.dma", summary: "program an edu DMA (to_device: RAM→edu, from_device: edu→RAM) and wait for it", args: &[
-        req("device", Handle), req("iova", U64), req("count", U64), req("direction", Choice(&["to_device", "from_device"])),
-        opt("edu_offset", U64), opt("timeout_ms", U64)] },
-    OpSpec { name: "eeh.pe_op", summary: "VFIO_EEH_PE_OP on a container; yields the ioctl's return value", args: &[
-        req("container", Handle), req("action", Choice(EEH_OPS)), opt("type", U64), opt("func", U64), opt("addr", U64),
-        opt("mask", U64)] },
-    OpSpec { name: "file.read", summary: "read a (sysfs, debugfs, proc) file; yields its trimmed text", args: &[req("path", Str)] },
-    OpSpec { name: "file.write", summary: "write text to a (sysfs, debugfs) file", args: &[req("path", Str), req("data", Str)] },
-    OpSpec { name: "hwpt.alloc", summary: "IOMMU_HWPT_ALLOC; yields the new hwpt id", args: &[
-        req("iommufd", Handle), req("dev_id", U64), req("pt_id", U64), opt("flags", U64)] },
-    OpSpec { name: "ioas.alloc", summary: "IOMMU_IOAS_ALLOC; yields the IOAS id", args: &[req("iommufd", Handle)] },
-    OpSpec { name: "ioas.allow_iovas", summary: "IOMMU_IOAS_ALLOW_IOVAS with the given ranges ([] clears)", args: &[
-        req("iommufd", Handle), req("ioas", U64), req("ranges", Ranges)] },
-    OpSpec { name: "ioas.copy", summary: "IOMMU_IOAS_COPY; fixed dst_iova if given; yields the destination IOVA", args: &[
-        req("iommufd", Handle), req("src_ioas", U64), req("dst_ioas", U64), req("src_iova", U64), req("length", U64),
-        opt("dst_iova", U64), opt("read", Bool), opt("write", Bool)] },
-    OpSpec { name: "ioas.iova_ranges", summary: "IOMMU_IOAS_IOVA_RANGES; yields {ranges: [[start, last]…], alignment}", args: &[
-        req("iommufd", Handle), req("ioas", U64)] },
-    OpSpec { name: "ioas.map", summary: "IOMMU_IOAS_MAP of a buffer; fixed iova if given; yields the IOVA", args: &[
-        req("iommufd", Handle), req("ioas", U64), MEM_RANGE[0], MEM_RANGE[1], MEM_RANGE[2], opt("iova", U64),
-        opt("read", Bool), opt("write", Bool)] },
-    OpSpec { name: "ioas.unmap", summary: "IOMMU_IOAS_UNMAP; yields the length unmapped", args: &[
-        req("iommufd", Handle), req("ioas", U64), req("iova", U64), req("length", U64)] },
-    OpSpec { name: "iommufd.destroy", summary: "IOMMU_DESTROY of an object id", args: &[req("iommufd", Handle), req("id", U64)] },
-    OpSpec { name: "iommufd.hw_info", summary: "IOMMU_GET_HW_INFO; yields {type, capabilities}", args: &[
-        req("iommufd", Handle), req("dev_id", U64)] },
-    OpSpec { name: "iommufd.open", summary: "open /dev/iommu; yields a handle", args: &[] },
-    OpSpec { name: "iommufd.option", summary: "IOMMU_OPTION: set `value` if given, else get; yields the value", args: &[
-        req("iommufd", Handle), req("option", Choice(&["rlimit_mode", "huge_pages"])), opt("object_id", U64),
-        opt("value", U64)] },
-    OpSpec { name: "kernel.log_contains", summary: "ok if a kernel log line since the scenario began contains `text`", args: &[
-        req("text", Str)] },
-    OpSpec { name: "mem.alloc", summary: "anonymous (or hugetlb) page-aligned buffer; yields a handle", args: &[
-        req("size", U64), opt("hugetlb", Bool), opt("fill", Pattern)] },
-    OpSpec { name: "mem.check", summary: "ok if the buffer range holds the pattern, else error naming the first bad byte", args: &[
-        MEM_RANGE[0], req("pattern", Pattern), MEM_RANGE[1], MEM_RANGE[2]] },
-    OpSpec { name: "mem.fill", summary: "write a pattern into a buffer range", args: &[
-        MEM_RANGE[0], req("pattern", Pattern), MEM_RANGE[1], MEM_RANGE[2]] },
-    OpSpec { name: "mock.access_create", summary: "IOMMU_TEST_OP_CREATE_ACCESS on an IOAS; yields an access handle", args: &[
-        req("iommufd", Handle), req("ioas", U64), opt("pin_pages", Bool)] },
-    OpSpec { name: "mock.access_pages", summary: "IOMMU_TEST_OP_ACCESS_PAGES (pin); yields the pages id", args: &[
-        req("iommufd", Handle), req("access", Handle), req("iova", U64), MEM_RANGE[0], MEM_RANGE[1], MEM_RANGE[2],
-        opt("write", Bool)] },
-    OpSpec { name: "mock.access_rw", summary: "IOMMU_TEST_OP_ACCESS_RW between an IOVA range and a buffer", args: &[
-        req("iommufd", Handle), req("access", Handle), req("iova", U64), MEM_RANGE[0], MEM_RANGE[1], MEM_RANGE[2],
-        opt("write", Bool)] },
-    OpSpec { name: "mock.add_reserved", summary: "IOMMU_TEST_OP_ADD_RESERVED: reserve an IOVA range in an IOAS", args: &[
-        req("iommufd", Handle), req("ioas", U64), req("start", U64), req("length", U64)] },
-    OpSpec { name: "mock.check_map", summary: "IOMMU_TEST_OP_MD_CHECK_MAP: the mock domain maps iova→buffer", args: &[
-        req("iommufd", Handle), req("hwpt", U64), req("iova", U64), MEM_RANGE[0], MEM_RANGE[1], MEM_RANGE[2]] },
-    OpSpec { name: "mock.domain", summary: "IOMMU_TEST_OP_MOCK_DOMAIN: mock device + domain attached to an IOAS; yields {stdev_id, hwpt_id, idev_id}", args: &[
-        req("iommufd", Handle), req("ioas", U64)] },
-    OpSpec { name: "mock.domain_replace", summary: "IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE: re-attach a mock device to pt_id", args: &[
-        req("iommufd", Handle), req("stdev_id", U64), req("pt_id", U64)] },
-    OpSpec { name: "pci.bind_vfio", summary: "bind a PCI function to vfio-pci; yields its address", args: &[
-        req("device", Device), opt("index", U64)] },
-    OpSpec { name: "spapr.create_window", summary: "VFIO_IOMMU_SPAPR_TCE_CREATE; yields {start_addr}", args: &[
-        req("container", Handle), req("page_shift", U64), req("window_size", U64), opt("levels", U64)] },
-    OpSpec { name: "spapr.register_memory", summary: "VFIO_IOMMU_SPAPR_REGISTER_MEMORY of a buffer range", args: &[
-        req("container", Handle), MEM_RANGE[0], MEM_RANGE[1], MEM_RANGE[2]] },
-    OpSpec { name: "spapr.remove_window", summary: "VFIO_IOMMU_SPAPR_TCE_REMOVE", args: &[
-        req("container", Handle), req("start_addr", U64)] },
-    OpSpec { name: "spapr.tce_info", summary: "VFIO_IOMMU_SPAPR_TCE_GET_INFO; yields {dma32_window_start, dma32_window_size, pgsizes, max_dynamic_windows_supported, levels, flags}", args: &[
-        req("container", Handle)] },
-    OpSpec { name: "spapr.unregister_memory", summary: "VFIO_IOMMU_SPAPR_UNREGISTER_MEMORY of a buffer range", args: &[
-        req("container", Handle), MEM_RANGE[0], MEM_RANGE[1], MEM_RANGE[2]] },
-    OpSpec { name: "vfio.cdev_attach", summary: "VFIO_DEVICE_ATTACH_IOMMUFD_PT (also replaces); yields the pt id", args: &[
-        req("device", Handle), req("pt_id", U64)] },
-    OpSpec { name: "vfio.cdev_bind", summary: "VFIO_DEVICE_BIND_IOMMUFD; yields the device id", args: &[
-        req("device", Handle), req("iommufd", Handle)] },
-    OpSpec { name: "vfio.cdev_detach", summary: "VFIO_DEVICE_DETACH_IOMMUFD_PT", args: &[req("device", Handle)] },
-    OpSpec { name: "vfio.cdev_open", summary: "open a function's /dev/vfio/devices/vfioN; yields a device handle", args: &[
-        req("device", Device), opt("index", U64)] },
-    OpSpec { name: "vfio.check_extension", summary: "VFIO_CHECK_EXTENSION; yields the ioctl's value", args: &[
-        req("container", Handle), req("extension", Choice(EXTENSION_NAMES))] },
-    OpSpec { name: "vfio.container_open", summary: "open /dev/vfio/vfio; yields a handle", args: &[] },
-    OpSpec { name: "vfio.device_info", summary: "VFIO_DEVICE_GET_INFO; yields {flags, num_regions, num_irqs}", args: &[
-        req("device", Handle)] },
-    OpSpec { name: "vfio.device_open", summary: "VFIO_GROUP_GET_DEVICE_FD; yields a device handle", args: &[
-        req("group", Handle), req("device", Device), opt("index", U64)] },
-    OpSpec { name: "vfio.device_reset", summary: "VFIO_DEVICE_RESET", args: &[req("device", Handle)] },
-    OpSpec { name: "vfio.group_open", summary: "open the VFIO group of a function; yields a handle", args: &[
-        req("device", Device), opt("index", U64)] },
-    OpSpec { name: "vfio.group_set_container", summary: "VFIO_GROUP_SET_CONTAINER", args: &[
-        req("group", Handle), req("container", Handle)] },
-    OpSpec { name: "vfio.group_status", summary: "VFIO_GROUP_GET_STATUS; yields {viable, container_set}", args: &[
-        req("group", Handle)] },
-    OpSpec { name: "vfio.group_unset_container", summary: "VFIO_GROUP_UNSET_CONTAINER", args: &[req("group", Handle)] },
-    OpSpec { name: "vfio.map_dma", summary: "VFIO_IOMMU_MAP_DMA of a buffer range at iova; yields the ioctl's return value", args: &[
-        req("container", Handle), req("iova", U64), MEM_RANGE[0], MEM_RANGE[1], MEM_RANGE[2], opt("read", Bool),
-        opt("write", Bool)] },
-    OpSpec { name: "vfio.region_mmap_read", summary: "mmap a region and load `width` (4|8) bytes at offset; yields the number (device byte order)", args: &[
-        req("device", Handle), req("offset", U64), opt("region", U64), opt("width", U64)] },
-    OpSpec { name: "vfio.region_read", summary: "pread `width` (4|8) bytes of a region; yields the number (device byte order)", args: &[
-        req("device", Handle), req("offset", U64), opt("region", U64), opt("width", U64)] },
-    OpSpec { name: "vfio.region_write", summary: "pwrite `width` (4|8) bytes to a region (device byte order)", args: &[
-        req("device", Handle), req("offset", U64), req("value", U64), opt("region", U64), opt("width", U64)] },
-    OpSpec { name: "vfio.set_iommu", summary: "VFIO_SET_IOMMU", args: &[
-        req("container", Handle), req("type", Choice(&["type1", "type1v2", "spapr", "spapr-v2"]))] },
-    OpSpec { name: "vfio.unmap_dma", summary: "VFIO_IOMMU_UNMAP_DMA; yields the ioctl's return value", args: &[
-        req("container", Handle), req("iova", U64), req("length", U64)] },
+    OpSpec {
+        name: "bench.edu_round_trips",
+        summary: "edu DMA RAM→edu→RAM `iterations` times; yields {iterations, seconds, per_second}",
+        args: &[
+            req("device", Handle),
+            req("src_iova", U64),
+            req("dst_iova", U64),
+            req("iterations", U64),
+            opt("count", U64),
+        ],
+    },
+    OpSpec {
+        name: "bench.ioas_map_unmap",
+        summary: "IOAS map+unmap of a buffer range `iterations` times; yields {iterations, seconds, per_second}",
+        args: &[
+            req("iommufd", Handle),
+            req("ioas", U64),
+            MEM_RANGE[0],
+            MEM_RANGE[1],
+            MEM_RANGE[2],
+            req("iova", U64),
+            req("iterations", U64),
+        ],
+    },
+    OpSpec {
+        name: "bench.vfio_map_unmap",
+        summary: "VFIO_IOMMU_MAP_DMA+UNMAP_DMA `iterations` times; yields {iterations, seconds, per_second}",
+        args: &[
+            req("container", Handle),
+            req("iova", U64),
+            MEM_RANGE[0],
+            MEM_RANGE[1],
+            MEM_RANGE[2],
+            req("iterations", U64),
+        ],
+    },
+    OpSpec {
+        name: "check",
+        summary: "compare `value` with eq/ne/contains/lt/le/gt/ge/bits_set/bits_clear; ok (yielding the value) or error",
+        args: &[
+            req("value", Any),
+            opt("eq", Any),
+            opt("ne", Any),
+            opt("contains", Str),
+            opt("lt", U64),
+            opt("le", U64),
+            opt("gt", U64),
+            opt("ge", U64),
+            opt("bits_set", U64),
+            opt("bits_clear", U64),
+        ],
+    },
+    OpSpec {
+        name: "close",
+        summary: "close a handle (fd or buffer) made by an earlier step",
+        args: &[req("handle", Handle)],
+    },
+    OpSpec {
+        name: "debug.abort",
+        summary: "abort the agent (tests the harness's crash handling)",
+        args: &[],
+    },
+    OpSpec {
+        name: "debug.sleep",
+        summary: "sleep `ms` milliseconds (tests the harness's timeouts)",
+        args: &[req("ms", U64)],
+    },
+    OpSpec {
+        name: "edu.dma",
+        summary: "program an edu DMA (to_device: RAM→edu, from_device: edu→RAM) and wait for it",
+        args: &[
+            req("device", Handle),
+            req("iova", U64),
+            req("count", U64),
+            req("direction", Choice(&["to_device", "from_device"])),
+            opt("edu_offset", U64),
+            opt("timeout_ms", U64),
+        ],
+    },
+    OpSpec {
+        name: "eeh.pe_op",
+        summary: "VFIO_EEH_PE_OP on a container; yields the ioctl's return value",
+        args: &[
+            req("container", Handle),
+            req("action", Choice(EEH_OPS)),
+            opt("type", U64),
+            opt("func", U64),
+            opt("addr", U64),
+            opt("mask", U64),
+        ],
+    },
+    OpSpec {
+        name: "file.read",
+        summary: "read a (sysfs, debugfs, proc) file; yields its trimmed text",
+        args: &[req("path", Str)],
+    },
+    OpSpec {
+        name: "file.write",
+        summary: "write text to a (sysfs, debugfs) file",
+        args: &[req("path", Str), req("data", Str)],
+    },
+    OpSpec {
+        name: "hwpt.alloc",
+        summary: "IOMMU_HWPT_ALLOC; yields the new hwpt id",
+        args: &[
+            req("iommufd", Handle),
+            req("dev_id", U64),
+            req("pt_id", U64),
+            opt("flags", U64),
+        ],
+    },
+    OpSpec {
+        name: "ioas.alloc",
+        summary: "IOMMU_IOAS_ALLOC; yields the IOAS id",
+        args: &[req("iommufd", Handle)],
+    },
+    OpSpec {
+        name: "ioas.allow_iovas",
+        summary: "IOMMU_IOAS_ALLOW_IOVAS with the given ranges ([] clears)",
+        args: &[
+            req("iommufd", Handle),
+            req("ioas", U64),
+            req("ranges", Ranges),
+        ],
+    },
+    OpSpec {
+        name: "ioas.copy",
+        summary: "IOMMU_IOAS_COPY; fixed dst_iova if given; yields the destination IOVA",
+        args: &[
+            req("iommufd", Handle),
+            req("src_ioas", U64),
+            req("dst_ioas", U64),
+            req("src_iova", U64),
+            req("length", U64),
+            opt("dst_iova", U64),
+            opt("read", Bool),
+            opt("write", Bool),
+        ],
+    },
+    OpSpec {
+        name: "ioas.iova_ranges",
+        summary: "IOMMU_IOAS_IOVA_RANGES; yields {ranges: [[start, last]…], alignment}",
+        args: &[req("iommufd", Handle), req("ioas", U64)],
+    },
+    OpSpec {
+        name: "ioas.map",
+        summary: "IOMMU_IOAS_MAP of a buffer; fixed iova if given; yields the IOVA",
+        args: &[
+            req("iommufd", Handle),
+            req("ioas", U64),
+            MEM_RANGE[0],
+            MEM_RANGE[1],
+            MEM_RANGE[2],
+            opt("iova", U64),
+            opt("read", Bool),
+            opt("write", Bool),
+        ],
+    },
+    OpSpec {
+        name: "ioas.unmap",
+        summary: "IOMMU_IOAS_UNMAP; yields the length unmapped",
+        args: &[
+            req("iommufd", Handle),
+            req("ioas", U64),
+            req("iova", U64),
+            req("length", U64),
+        ],
+    },
+    OpSpec {
+        name: "iommufd.destroy",
+        summary: "IOMMU_DESTROY of an object id",
+        args: &[req("iommufd", Handle), req("id", U64)],
+    },
+    OpSpec {
+        name: "iommufd.hw_info",
+        summary: "IOMMU_GET_HW_INFO; yields {type, capabilities}",
+        args: &[req("iommufd", Handle), req("dev_id", U64)],
+    },
+    OpSpec {
+        name: "iommufd.open",
+        summary: "open /dev/iommu; yields a handle",
+        args: &[],
+    },
+    OpSpec {
+        name: "iommufd.option",
+        summary: "IOMMU_OPTION: set `value` if given, else get; yields the value",
+        args: &[
+            req("iommufd", Handle),
+            req("option", Choice(&["rlimit_mode", "huge_pages"])),
+            opt("object_id", U64),
+            opt("value", U64),
+        ],
+    },
+    OpSpec {
+        name: "kernel.log_contains",
+        summary: "ok if a kernel log line since the scenario began contains `text`",
+        args: &[req("text", Str)],
+    },
+    OpSpec {
+        name: "mem.alloc",
+        summary: "anonymous (or hugetlb) page-aligned buffer; yields a handle",
+        args: &[req("size", U64), opt("hugetlb", Bool), opt("fill", Pattern)],
+    },
+    OpSpec {
+        name: "mem.check",
+        summary: "ok if the buffer range holds the pattern, else error naming the first bad byte",
+        args: &[
+            MEM_RANGE[0],
+            req("pattern", Pattern),
+            MEM_RANGE[1],
+            MEM_RANGE[2],
+        ],
+    },
+    OpSpec {
+        name: "mem.fill",
+        summary: "write a pattern into a buffer range",
+        args: &[
+            MEM_RANGE[0],
+            req("pattern", Pattern),
+            MEM_RANGE[1],
+            MEM_RANGE[2],
+        ],
+    },
+    OpSpec {
+        name: "mock.access_create",
+        summary: "IOMMU_TEST_OP_CREATE_ACCESS on an IOAS; yields an access handle",
+        args: &[
+            req("iommufd", Handle),
+            req("ioas", U64),
+            opt("pin_pages", Bool),
+        ],
+    },
+    OpSpec {
+        name: "mock.access_pages",
+        summary: "IOMMU_TEST_OP_ACCESS_PAGES (pin); yields the pages id",
+        args: &[
+            req("iommufd", Handle),
+            req("access", Handle),
+            req("iova", U64),
+            MEM_RANGE[0],
+            MEM_RANGE[1],
+            MEM_RANGE[2],
+            opt("write", Bool),
+        ],
+    },
+    OpSpec {
+        name: "mock.access_rw",
+        summary: "IOMMU_TEST_OP_ACCESS_RW between an IOVA range and a buffer",
+        args: &[
+            req("iommufd", Handle),
+            req("access", Handle),
+            req("iova", U64),
+            MEM_RANGE[0],
+            MEM_RANGE[1],
+            MEM_RANGE[2],
+            opt("write", Bool),
+        ],
+    },
+    OpSpec {
+        name: "mock.add_reserved",
+        summary: "IOMMU_TEST_OP_ADD_RESERVED: reserve an IOVA range in an IOAS",
+        args: &[
+            req("iommufd", Handle),
+            req("ioas", U64),
+            req("start", U64),
+            req("length", U64),
+        ],
+    },
+    OpSpec {
+        name: "mock.check_map",
+        summary: "IOMMU_TEST_OP_MD_CHECK_MAP: the mock domain maps iova→buffer",
+        args: &[
+            req("iommufd", Handle),
+            req("hwpt", U64),
+            req("iova", U64),
+            MEM_RANGE[0],
+            MEM_RANGE[1],
+            MEM_RANGE[2],
+        ],
+    },
+    OpSpec {
+        name: "mock.domain",
+        summary: "IOMMU_TEST_OP_MOCK_DOMAIN: mock device + domain attached to an IOAS; yields {stdev_id, hwpt_id, idev_id}",
+        args: &[req("iommufd", Handle), req("ioas", U64)],
+    },
+    OpSpec {
+        name: "mock.domain_replace",
+        summary: "IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE: re-attach a mock device to pt_id",
+        args: &[
+            req("iommufd", Handle),
+            req("stdev_id", U64),
+            req("pt_id", U64),
+        ],
+    },
+    OpSpec {
+        name: "pci.bind_vfio",
+        summary: "bind a PCI function to vfio-pci; yields its address",
+        args: &[req("device", Device), opt("index", U64)],
+    },
+    OpSpec {
+        name: "spapr.create_window",
+        summary: "VFIO_IOMMU_SPAPR_TCE_CREATE; yields {start_addr}",
+        args: &[
+            req("container", Handle),
+            req("page_shift", U64),
+            req("window_size", U64),
+            opt("levels", U64),
+        ],
+    },
+    OpSpec {
+        name: "spapr.register_memory",
+        summary: "VFIO_IOMMU_SPAPR_REGISTER_MEMORY of a buffer range",
+        args: &[
+            req("container", Handle),
+            MEM_RANGE[0],
+            MEM_RANGE[1],
+            MEM_RANGE[2],
+        ],
+    },
+    OpSpec {
+        name: "spapr.remove_window",
+        summary: "VFIO_IOMMU_SPAPR_TCE_REMOVE",
+        args: &[req("container", Handle), req("start_addr", U64)],
+    },
+    OpSpec {
+        name: "spapr.tce_info",
+        summary: "VFIO_IOMMU_SPAPR_TCE_GET_INFO; yields {dma32_window_start, dma32_window_size, pgsizes, max_dynamic_windows_supported, levels, flags}",
+        args: &[req("container", Handle)],
+    },
+    OpSpec {
+        name: "spapr.unregister_memory",
+        summary: "VFIO_IOMMU_SPAPR_UNREGISTER_MEMORY of a buffer range",
+        args: &[
+            req("container", Handle),
+            MEM_RANGE[0],
+            MEM_RANGE[1],
+            MEM_RANGE[2],
+        ],
+    },
+    OpSpec {
+        name: "vfio.cdev_attach",
+        summary: "VFIO_DEVICE_ATTACH_IOMMUFD_PT (also replaces); yields the pt id",
+        args: &[req("device", Handle), req("pt_id", U64)],
+    },
+    OpSpec {
+        name: "vfio.cdev_bind",
+        summary: "VFIO_DEVICE_BIND_IOMMUFD; yields the device id",
+        args: &[req("device", Handle), req("iommufd", Handle)],
+    },
+    OpSpec {
+        name: "vfio.cdev_detach",
+        summary: "VFIO_DEVICE_DETACH_IOMMUFD_PT",
+        args: &[req("device", Handle)],
+    },
+    OpSpec {
+        name: "vfio.cdev_open",
+        summary: "open a function's /dev/vfio/devices/vfioN; yields a device handle",
+        args: &[req("device", Device), opt("index", U64)],
+    },
+    OpSpec {
+        name: "vfio.check_extension",
+        summary: "VFIO_CHECK_EXTENSION; yields the ioctl's value",
+        args: &[
+            req("container", Handle),
+            req("extension", Choice(EXTENSION_NAMES)),
+        ],
+    },
+    OpSpec {
+        name: "vfio.container_open",
+        summary: "open /dev/vfio/vfio; yields a handle",
+        args: &[],
+    },
+    OpSpec {
+        name: "vfio.device_info",
+        summary: "VFIO_DEVICE_GET_INFO; yields {flags, num_regions, num_irqs}",
+        args: &[req("device", Handle)],
+    },
+    OpSpec {
+        name: "vfio.device_open",
+        summary: "VFIO_GROUP_GET_DEVICE_FD; yields a device handle",
+        args: &[
+            req("group", Handle),
+            req("device", Device),
+            opt("index", U64),
+        ],
+    },
+    OpSpec {
+        name: "vfio.device_reset",
+        summary: "VFIO_DEVICE_RESET",
+        args: &[req("device", Handle)],
+    },
+    OpSpec {
+        name: "vfio.group_open",
+        summary: "open the VFIO group of a function; yields a handle",
+        args: &[req("device", Device), opt("index", U64)],
+    },
+    OpSpec {
+        name: "vfio.group_set_container",
+        summary: "VFIO_GROUP_SET_CONTAINER",
+        args: &[req("group", Handle), req("container", Handle)],
+    },
+    OpSpec {
+        name: "vfio.group_status",
+        summary: "VFIO_GROUP_GET_STATUS; yields {viable, container_set}",
+        args: &[req("group", Handle)],
+    },
+    OpSpec {
+        name: "vfio.group_unset_container",
+        summary: "VFIO_GROUP_UNSET_CONTAINER",
+        args: &[req("group", Handle)],
+    },
+    OpSpec {
+        name: "vfio.map_dma",
+        summary: "VFIO_IOMMU_MAP_DMA of a buffer range at iova; yields the ioctl's return value",
+        args: &[
+            req("container", Handle),
+            req("iova", U64),
+            MEM_RANGE[0],
+            MEM_RANGE[1],
+            MEM_RANGE[2],
+            opt("read", Bool),
+            opt("write", Bool),
+        ],
+    },
+    OpSpec {
+        name: "vfio.region_mmap_read",
+        summary: "mmap a region and load `width` (4|8) bytes at offset; yields the number (device byte order)",
+        args: &[
+            req("device", Handle),
+            req("offset", U64),
+            opt("region", U64),
+            opt("width", U64),
+        ],
+    },
+    OpSpec {
+        name: "vfio.region_read",
+        summary: "pread `width` (4|8) bytes of a region; yields the number (device byte order)",
+        args: &[
+            req("device", Handle),
+            req("offset", U64),
+            opt("region", U64),
+            opt("width", U64),
+        ],
+    },
+    OpSpec {
+        name: "vfio.region_write",
+        summary: "pwrite `width` (4|8) bytes to a region (device byte order)",
+        args: &[
+            req("device", Handle),
+            req("offset", U64),
+            req("value", U64),
+            opt("region", U64),
+            opt("width", U64),
+        ],
+    },
+    OpSpec {
+        name: "vfio.set_iommu",
+        summary: "VFIO_SET_IOMMU",
+        args: &[
+            req("container", Handle),
+            req("type", Choice(&["type1", "type1v2", "spapr", "spapr-v2"])),
+        ],
+    },
+    OpSpec {
+        name: "vfio.unmap_dma",
+        summary: "VFIO_IOMMU_UNMAP_DMA; yields the ioctl's return value",
+        args: &[
+            req("container", Handle),
+            req("iova", U64),
+            req("length", U64),
+        ],
+    },
 ];
 
 /// Kernel features a scenario may require (`requires = [...]`), as the agent's inventory names them.
 pub const FEATURES: &[(&str, &str)] = &[
-    ("vfio-container", "/dev/vfio/vfio exists (legacy VFIO container)"),
+    (
+        "vfio-container",
+        "/dev/vfio/vfio exists (legacy VFIO container)",
+    ),
     ("vfio-type1v2", "the container offers VFIO_TYPE1v2_IOMMU"),
-    ("vfio-spapr-tce-v2", "the container offers VFIO_SPAPR_TCE_v2_IOMMU"),
+    (
+        "vfio-spapr-tce-v2",
+        "the container offers VFIO_SPAPR_TCE_v2_IOMMU",
+    ),
     ("vfio-cdev", "VFIO device cdevs (/dev/vfio/devices)"),
     ("iommufd", "/dev/iommu exists"),
-    ("iommufd-test", "the iommufd selftest ioctl (CONFIG_IOMMUFD_TEST) answers"),
-    ("iommufd-fail-nth", "the fail_iommufd fault-injection knob exists"),
-    ("eeh", "the guest's EEH subsystem is enabled (a capable adapter was found)"),
+    (
+        "iommufd-test",
+        "the iommufd selftest ioctl (CONFIG_IOMMUFD_TEST) answers",
+    ),
+    (
+        "iommufd-fail-nth",
+        "the fail_iommufd fault-injection knob exists",
+    ),
+    (
+        "eeh",
+        "the guest's EEH subsystem is enabled (a capable adapter was found)",
+    ),
     ("eeh-debugfs", "/sys/kernel/debug/powerpc/eeh_* knobs exist"),
 ];
 
@@ -239,7 +634,9 @@ pub fn op(name: &str) -> Option<&'static OpSpec> {
 /// Parses an unsigned number: JSON integer, `"0x…"`, decimal text, `"64K"`/`"2M"`/`"1G"`/`"1T"`, or `"max"`.
 pub fn parse_u64(v: &Value) -> Result<u64, String> {
     match v {
-        Value::Number(n) => n.as_u64().ok_or_else(|| format!("{n} is not an unsigned 64-bit number")),
+        Value::Number(n) => n
+            .as_u64()
+            .ok_or_else(|| format!("{n} is not an unsigned 64-bit number")),
         Value::String(s) => parse_u64_text(s),
         other => Err(format!("expected a number, got {other}")),
     }
@@ -260,8 +657,11 @@ fn parse_u64_text(s: &str) -> Result<u64, String> {
         Some((i, 'T' | 't')) => (&t[..i], 40),
         _ => (&t[..], 0),
     };
-    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a number (use 4096, \"0x1000\", \"4K\" or \"max\")"))?;
-    n.checked_mul(1u64 << shift).ok_or_else(|| format!("{s:?} overflows 64 bits"))
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number (use 4096, \"0x1000\", \"4K\" or \"max\")"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} overflows 64 bits"))
 }
 
 /// A byte pattern for filling and checking buffers.
@@ -321,7 +721,8 @@ impl Reference {
         let (head, tail) = body.split_at(split);
         let mut parts = head.split('.');
         let name = parts.next().unwrap_or_default().to_string();
-        let ident = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let ident =
+            |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !ident(&name) {
             return Err("expected $name, $name.field or $name+number".into());
         }
@@ -342,7 +743,9 @@ impl Reference {
     pub fn resolve(&self, bound: &Value) -> Result<Value, String> {
         let mut v = bound;
         for p in &self.path {
-            v = v.get(p).ok_or_else(|| format!("${} has no field {p:?} (value: {bound})", self.name))?;
+            v = v
+                .get(p)
+                .ok_or_else(|| format!("${} has no field {p:?} (value: {bound})", self.name))?;
         }
         if self.offset == 0 {
             return Ok(v.clone());
@@ -356,19 +759,58 @@ impl Reference {
 
 /// Linux errno names the scenarios may expect (same numbers on x86_64 and ppc64le).
 pub const ERRNOS: &[(&str, i32)] = &[
-    ("EPERM", 1), ("ENOENT", 2), ("ESRCH", 3), ("EINTR", 4), ("EIO", 5), ("ENXIO", 6), ("E2BIG", 7),
-    ("ENOEXEC", 8), ("EBADF", 9), ("ECHILD", 10), ("EAGAIN", 11), ("ENOMEM", 12), ("EACCES", 13),
-    ("EFAULT", 14), ("EBUSY", 16), ("EEXIST", 17), ("EXDEV", 18), ("ENODEV", 19), ("ENOTDIR", 20),
-    ("EISDIR", 21), ("EINVAL", 22), ("ENFILE", 23), ("EMFILE", 24), ("ENOTTY", 25), ("EFBIG", 27),
-    ("ENOSPC", 28), ("ESPIPE", 29), ("EROFS", 30), ("ERANGE", 34), ("EDEADLK", 35), ("ENOSYS", 38), ("EBADE", 52),
-    ("ENODATA", 61), ("ETIME", 62), ("EOVERFLOW", 75), ("EBADFD", 77), ("EMSGSIZE", 90),
-    ("EOPNOTSUPP", 95), ("EADDRINUSE", 98), ("EADDRNOTAVAIL", 99), ("ETIMEDOUT", 110),
-    ("EALREADY", 114), ("EINPROGRESS", 115),
+    ("EPERM", 1),
+    ("ENOENT", 2),
+    ("ESRCH", 3),
+    ("EINTR", 4),
+    ("EIO", 5),
+    ("ENXIO", 6),
+    ("E2BIG", 7),
+    ("ENOEXEC", 8),
+    ("EBADF", 9),
+    ("ECHILD", 10),
+    ("EAGAIN", 11),
+    ("ENOMEM", 12),
+    ("EACCES", 13),
+    ("EFAULT", 14),
+    ("EBUSY", 16),
+    ("EEXIST", 17),
+    ("EXDEV", 18),
+    ("ENODEV", 19),
+    ("ENOTDIR", 20),
+    ("EISDIR", 21),
+    ("EINVAL", 22),
+    ("ENFILE", 23),
+    ("EMFILE", 24),
+    ("ENOTTY", 25),
+    ("EFBIG", 27),
+    ("ENOSPC", 28),
+    ("ESPIPE", 29),
+    ("EROFS", 30),
+    ("ERANGE", 34),
+    ("EDEADLK", 35),
+    ("ENOSYS", 38),
+    ("EBADE", 52),
+    ("ENODATA", 61),
+    ("ETIME", 62),
+    ("EOVERFLOW", 75),
+    ("EBADFD", 77),
+    ("EMSGSIZE", 90),
+    ("EOPNOTSUPP", 95),
+    ("EADDRINUSE", 98),
+    ("EADDRNOTAVAIL", 99),
+    ("ETIMEDOUT", 110),
+    ("EALREADY", 114),
+    ("EINPROGRESS", 115),
 ];
 
 /// The symbolic name of an errno number (`"E<n>"` if unknown).
 pub fn errno_name(code: i32) -> String {
-    ERRNOS.iter().find(|(_, c)| *c == code).map(|(n, _)| n.to_string()).unwrap_or_else(|| format!("E{code}"))
+    ERRNOS
+        .iter()
+        .find(|(_, c)| *c == code)
+        .map(|(n, _)| n.to_string())
+        .unwrap_or_else(|| format!("E{code}"))
 }
 
 /// The number of an errno name.
@@ -383,14 +825,15 @@ pub fn errno_code(name: &str) -> Option<i32> {
 /// expectation writes them as text (`"0x800000000000000"`, `"1G"`).
 pub fn value_matches(expected: &Value, actual: &Value) -> bool {
     match (expected, actual) {
-        (Value::Object(e), Value::Object(a)) => {
-            e.iter().all(|(k, ev)| a.get(k).is_some_and(|av| value_matches(ev, av)))
-        }
+        (Value::Object(e), Value::Object(a)) => e
+            .iter()
+            .all(|(k, ev)| a.get(k).is_some_and(|av| value_matches(ev, av))),
         (Value::Array(e), Value::Array(a)) => {
             e.len() == a.len() && e.iter().zip(a).all(|(ev, av)| value_matches(ev, av))
         }
         (Value::String(_) | Value::Number(_), Value::Number(_)) => {
-            matches!((parse_u64(expected), parse_u64(actual)), (Ok(x), Ok(y)) if x == y) || expected == actual
+            matches!((parse_u64(expected), parse_u64(actual)), (Ok(x), Ok(y)) if x == y)
+                || expected == actual
         }
         _ => expected == actual,
     }

@@ -28,7 +28,12 @@ fn round_trip_every_message() {
     args.insert("iova".to_string(), serde_json::json!("$win"));
     let scenario = Scenario {
         name: "windows::create".into(),
-        steps: vec![Step { op: "spapr_create_window".into(), args, expect: Expect::Errno("ENOSPC".into()), bind: Some("w".into()) }],
+        steps: vec![Step {
+            op: "spapr_create_window".into(),
+            args,
+            expect: Expect::Errno("ENOSPC".into()),
+            bind: Some("w".into()),
+        }],
     };
     let host = [
         HostMsg::Hello { protocol: 1 },
@@ -45,11 +50,32 @@ fn round_trip_every_message() {
     let agent = [
         hello(),
         AgentMsg::Inventory(Inventory {
-            devices: vec![PciDevice { bdf: "0001:00:01.0".into(), vendor: 0x1234, device: 0x11e8, class: 0xff0000, driver: Some("vfio-pci".into()), iommu_group: Some(1) }],
+            devices: vec![PciDevice {
+                bdf: "0001:00:01.0".into(),
+                vendor: 0x1234,
+                device: 0x11e8,
+                class: 0xff0000,
+                driver: Some("vfio-pci".into()),
+                iommu_group: Some(1),
+            }],
             features: vec!["vfio-container".into()],
         }),
-        AgentMsg::Step(StepResult { index: 0, op: "x".into(), expected: Expect::Ok, actual: Actual::Errno { name: "EINVAL".into(), code: 22 }, passed: false, micros: 3 }),
-        AgentMsg::Done(ScenarioOutcome { name: "x".into(), steps_run: 1, passed: false }),
+        AgentMsg::Step(StepResult {
+            index: 0,
+            op: "x".into(),
+            expected: Expect::Ok,
+            actual: Actual::Errno {
+                name: "EINVAL".into(),
+                code: 22,
+            },
+            passed: false,
+            micros: 3,
+        }),
+        AgentMsg::Done(ScenarioOutcome {
+            name: "x".into(),
+            steps_run: 1,
+            passed: false,
+        }),
         AgentMsg::Bye,
     ];
     let mut stream = Vec::new();
@@ -85,7 +111,10 @@ fn garbage_never_panics() {
 #[test]
 fn overlong_line_is_an_error() {
     let big = vec![b'a'; MAX_LINE + 10];
-    assert!(matches!(recv::<HostMsg, _>(&mut Cursor::new(big)), Err(DecodeError::TooLong(_))));
+    assert!(matches!(
+        recv::<HostMsg, _>(&mut Cursor::new(big)),
+        Err(DecodeError::TooLong(_))
+    ));
 }
 
 #[test]
@@ -109,7 +138,9 @@ fn frames_survive_printk_noise() {
     let fa = framing::frame(&a);
     // A printk line lands in the middle of the first frame's line... after it is complete.
     noisy.extend_from_slice(&fa);
-    noisy.extend_from_slice(b"[    1.300] EEH: No capable adapters found\r\n@@IOB 5 deadbeef xxxxx\n");
+    noisy.extend_from_slice(
+        b"[    1.300] EEH: No capable adapters found\r\n@@IOB 5 deadbeef xxxxx\n",
+    );
     noisy.extend_from_slice(&framing::frame(&b));
     let mut d = framing::Deframer::new();
     // Feed byte by byte to exercise partial frames.
@@ -151,9 +182,17 @@ mod ops_tests {
 
     #[test]
     fn references_parse_and_resolve() {
-        let r = Reference::parse("$win.start_addr+0x10000").unwrap().unwrap();
-        assert_eq!((r.name.as_str(), r.path.as_slice(), r.offset), ("win", &["start_addr".to_string()][..], 0x10000));
-        assert_eq!(r.resolve(&json!({"start_addr": 1u64 << 59})), Ok(json!((1u64 << 59) + 0x10000)));
+        let r = Reference::parse("$win.start_addr+0x10000")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.path.as_slice(), r.offset),
+            ("win", &["start_addr".to_string()][..], 0x10000)
+        );
+        assert_eq!(
+            r.resolve(&json!({"start_addr": 1u64 << 59})),
+            Ok(json!((1u64 << 59) + 0x10000))
+        );
         let minus = Reference::parse("$x-4K").unwrap().unwrap();
         assert_eq!(minus.resolve(&json!(8192)), Ok(json!(4096)));
         assert!(minus.resolve(&json!(1)).is_err(), "underflow is an error");
@@ -161,8 +200,17 @@ mod ops_tests {
         assert!(Reference::parse("$").unwrap().is_err());
         assert!(Reference::parse("$a..b").unwrap().is_err());
         let whole = Reference::parse("$h").unwrap().unwrap();
-        assert_eq!(whole.resolve(&json!({"handle": 1})), Ok(json!({"handle": 1})));
-        assert!(Reference::parse("$h.nope").unwrap().unwrap().resolve(&json!({"handle": 1})).is_err());
+        assert_eq!(
+            whole.resolve(&json!({"handle": 1})),
+            Ok(json!({"handle": 1}))
+        );
+        assert!(
+            Reference::parse("$h.nope")
+                .unwrap()
+                .unwrap()
+                .resolve(&json!({"handle": 1}))
+                .is_err()
+        );
     }
 
     #[test]
@@ -173,14 +221,26 @@ mod ops_tests {
         assert!(Pattern::parse("stripes").is_err());
         let p = Pattern::Seq(11);
         let bytes: Vec<u8> = (0..64).map(|i| p.byte_at(i)).collect();
-        assert!(bytes.windows(2).any(|w| w[0] != w[1]), "a sequence must vary");
-        assert_ne!(bytes, (0..64).map(|i| Pattern::Seq(12).byte_at(i)).collect::<Vec<_>>(), "seeds differ");
+        assert!(
+            bytes.windows(2).any(|w| w[0] != w[1]),
+            "a sequence must vary"
+        );
+        assert_ne!(
+            bytes,
+            (0..64)
+                .map(|i| Pattern::Seq(12).byte_at(i))
+                .collect::<Vec<_>>(),
+            "seeds differ"
+        );
     }
 
     #[test]
     fn values_match_as_subsets_and_numbers_by_value() {
         let actual = json!({"start_addr": 576460752303423488u64, "levels": 1, "extra": "x"});
-        assert!(value_matches(&json!({"start_addr": "0x800000000000000"}), &actual));
+        assert!(value_matches(
+            &json!({"start_addr": "0x800000000000000"}),
+            &actual
+        ));
         assert!(!value_matches(&json!({"start_addr": 0}), &actual));
         assert!(!value_matches(&json!({"missing": 1}), &actual));
         assert!(value_matches(&json!([[0, "max"]]), &json!([[0, u64::MAX]])));
@@ -191,14 +251,22 @@ mod ops_tests {
     #[test]
     fn expectations() {
         let ok = Actual::Value(json!(0));
-        let enxio = Actual::Errno { name: "ENXIO".into(), code: 6 };
+        let enxio = Actual::Errno {
+            name: "ENXIO".into(),
+            code: 6,
+        };
         let broken = Actual::Error("no such handle".into());
         assert!(satisfies(&Expect::Ok, &ok) && !satisfies(&Expect::Ok, &enxio));
         assert!(satisfies(&Expect::Errno("ENXIO".into()), &enxio));
         assert!(!satisfies(&Expect::Errno("EINVAL".into()), &enxio));
-        assert!(satisfies(&Expect::Value(json!(0)), &ok) && !satisfies(&Expect::Value(json!(1)), &ok));
+        assert!(
+            satisfies(&Expect::Value(json!(0)), &ok) && !satisfies(&Expect::Value(json!(1)), &ok)
+        );
         assert!(satisfies(&Expect::Any, &ok) && satisfies(&Expect::Any, &enxio));
-        assert!(!satisfies(&Expect::Any, &broken), "an agent-side error never satisfies");
+        assert!(
+            !satisfies(&Expect::Any, &broken),
+            "an agent-side error never satisfies"
+        );
     }
 
     #[test]
@@ -214,7 +282,11 @@ mod ops_tests {
             args.sort();
             args.dedup();
             assert_eq!(args.len(), n, "{} repeats an argument", op.name);
-            assert!(!args.contains(&"op") && !args.contains(&"expect") && !args.contains(&"bind"), "{} shadows a step key", op.name);
+            assert!(
+                !args.contains(&"op") && !args.contains(&"expect") && !args.contains(&"bind"),
+                "{} shadows a step key",
+                op.name
+            );
         }
         assert_eq!(ops::errno_code("EADDRINUSE"), Some(98));
         assert_eq!(ops::errno_name(6), "ENXIO");

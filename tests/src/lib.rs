@@ -2,18 +2,21 @@
 //! `cargo xtask test` writes and the suite reads, and the [`pool`] of booted
 //! machines the scenario trials share.
 
+pub mod fixture;
 pub mod pool;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use harness::qemu::{Accel, BootOptions, GuestMode};
+use harness::vm::{Images, VmSpec};
 use serde::{Deserialize, Serialize};
 
 /// Environment variable naming the manifest.
 pub const MANIFEST_ENV: &str = "IOBENCH_IMAGES";
 
 /// Images and accelerator per kernel flavour, plus where logs go.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Manifest {
     /// Per kernel flavour (`x86_64`, `ppc64le-4k`, …).
     pub flavours: BTreeMap<String, FlavourImages>,
@@ -32,6 +35,51 @@ pub struct Manifest {
     /// Write a JSON report here.
     #[serde(default)]
     pub json: Option<PathBuf>,
+    /// Static agent binaries by architecture (`x86_64`, `ppc64le`), for SSH targets.
+    #[serde(default)]
+    pub agents: BTreeMap<String, PathBuf>,
+    /// Run on this target of a targets file instead of the QEMU machines.
+    #[serde(default)]
+    pub target: Option<TargetRun>,
+}
+
+/// `cargo xtask test --target NAME`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetRun {
+    /// The target's name.
+    pub name: String,
+    /// The targets file.
+    pub file: PathBuf,
+}
+
+impl Manifest {
+    /// The spec to boot `machine` in `mode`, logging under `log_name`.
+    pub fn spec(&self, machine: &str, log_name: &str, mode: GuestMode) -> Result<VmSpec, String> {
+        let m = harness::machine::Machine::find(&self.machines_dir, machine)
+            .map_err(|e| e.to_string())?;
+        let f = self.flavours.get(&m.kernel.flavour).ok_or_else(|| {
+            format!(
+                "no images for kernel flavour {} in the manifest",
+                m.kernel.flavour
+            )
+        })?;
+        let accel = if f.accel == "kvm" {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        };
+        let images = Images {
+            kernel: f.kernel.clone(),
+            initramfs: f.initramfs.clone(),
+            vmlinux: f.vmlinux.clone(),
+        };
+        let boot = BootOptions {
+            accel,
+            mode,
+            ..Default::default()
+        };
+        Ok(VmSpec::new(m, images, boot, self.log_root.join(log_name)))
+    }
 }
 
 /// What one flavour boots.

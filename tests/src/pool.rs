@@ -10,10 +10,11 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use harness::proto::StepResult;
-use harness::qemu::{Accel, BootOptions, GuestMode};
+use harness::qemu::GuestMode;
 use harness::report::TrialRecord;
-use harness::scenario::{ScenarioFile, run_on};
-use harness::vm::{Images, Vm, VmSpec};
+use harness::scenario::{AgentHost, ScenarioFile, run_on};
+use harness::target::{Session, TargetDef};
+use harness::vm::Vm;
 use libtest_mimic::{Completion, Failed};
 
 use crate::Manifest;
@@ -48,27 +49,24 @@ impl Pool {
     pub fn new(manifest: Manifest, machines: impl IntoIterator<Item = String>) -> Pool {
         let slots = machines
             .into_iter()
-            .map(|m| (m, Mutex::new(Slot { vm: None, features: Vec::new(), boots: 0, failed_boots: 0 })))
+            .map(|m| {
+                (
+                    m,
+                    Mutex::new(Slot {
+                        vm: None,
+                        features: Vec::new(),
+                        boots: 0,
+                        failed_boots: 0,
+                    }),
+                )
+            })
             .collect();
         Pool { manifest, slots }
     }
 
-    /// The spec to boot `machine`, logging under `log_name`.
-    pub fn spec(&self, machine: &str, log_name: &str) -> Result<VmSpec, String> {
-        let m = harness::machine::Machine::find(&self.manifest.machines_dir, machine).map_err(|e| e.to_string())?;
-        let f = self
-            .manifest
-            .flavours
-            .get(&m.kernel.flavour)
-            .ok_or_else(|| format!("no images for kernel flavour {} in the manifest", m.kernel.flavour))?;
-        let accel = if f.accel == "kvm" { Accel::Kvm } else { Accel::Tcg };
-        let images = Images { kernel: f.kernel.clone(), initramfs: f.initramfs.clone(), vmlinux: f.vmlinux.clone() };
-        let boot = BootOptions { accel, mode: GuestMode::Agent, ..Default::default() };
-        Ok(VmSpec::new(m, images, boot, self.manifest.log_root.join(log_name)))
-    }
-
     fn boot(&self, machine: &str, log_name: &str) -> Result<(Vm, Vec<String>), String> {
-        let mut vm = Vm::boot(self.spec(machine, log_name)?).map_err(|e| e.to_string())?;
+        let spec = self.manifest.spec(machine, log_name, GuestMode::Agent)?;
+        let mut vm = Vm::boot(spec).map_err(|e| e.to_string())?;
         let inv = match vm.agent() {
             Ok(a) => a.inventory().map_err(|e| vm.explain(e).to_string())?,
             Err(e) => return Err(e.to_string()),
@@ -112,7 +110,9 @@ impl Pool {
             }
         }
         let features = slot.features.clone();
-        let Some(vm) = slot.vm.as_mut() else { return failed_boot("no machine".into()) };
+        let Some(vm) = slot.vm.as_mut() else {
+            return failed_boot("no machine".into());
+        };
         let out = run_scenario(vm, &features, file);
         if out.machine_broken {
             // Drop (kill) it; the next trial of this machine boots a fresh one.
@@ -133,28 +133,56 @@ impl Pool {
 }
 
 fn failed_boot(e: String) -> ScenarioTrial {
-    ScenarioTrial { result: Err(e.into()), log_dir: None, steps: Vec::new(), machine_broken: true }
+    ScenarioTrial {
+        result: Err(e.into()),
+        log_dir: None,
+        steps: Vec::new(),
+        machine_broken: true,
+    }
 }
 
-fn run_scenario(vm: &mut Vm, features: &[String], file: &ScenarioFile) -> ScenarioTrial {
+fn run_scenario(vm: &mut dyn AgentHost, features: &[String], file: &ScenarioFile) -> ScenarioTrial {
     let log_dir = Some(vm.log_dir().to_path_buf());
     let missing = file.missing_features(features);
     if !missing.is_empty() {
         let reason = format!("the guest lacks {}", missing.join(", "));
-        return ScenarioTrial { result: Ok(Completion::ignored_with(reason)), log_dir, steps: Vec::new(), machine_broken: false };
+        return ScenarioTrial {
+            result: Ok(Completion::ignored_with(reason)),
+            log_dir,
+            steps: Vec::new(),
+            machine_broken: false,
+        };
     }
     let run = run_on(vm, file, |_| {});
-    let result = if run.passed() { Ok(Completion::Completed) } else { Err(run.failure_report(file, vm).into()) };
-    ScenarioTrial { result, log_dir, machine_broken: run.outcome.is_err(), steps: run.results }
+    let result = if run.passed() {
+        Ok(Completion::Completed)
+    } else {
+        Err(run.failure_report(file, vm).into())
+    };
+    ScenarioTrial {
+        result,
+        log_dir,
+        machine_broken: run.outcome.is_err(),
+        steps: run.results,
+    }
 }
 
 /// A finished trial as a record for the report files.
-pub fn record(name: &str, result: &Result<Completion, Failed>, seconds: f64, trial: Option<&ScenarioTrial>) -> TrialRecord {
+pub fn record(
+    name: &str,
+    result: &Result<Completion, Failed>,
+    seconds: f64,
+    trial: Option<&ScenarioTrial>,
+) -> TrialRecord {
     use harness::report::TrialStatus;
     let status = match result {
         Ok(Completion::Completed) => TrialStatus::Passed,
-        Ok(Completion::Ignored { reason }) => TrialStatus::Ignored { reason: reason.clone() },
-        Err(f) => TrialStatus::Failed { message: f.message().unwrap_or("failed").to_string() },
+        Ok(Completion::Ignored { reason }) => TrialStatus::Ignored {
+            reason: reason.clone(),
+        },
+        Err(f) => TrialStatus::Failed {
+            message: f.message().unwrap_or("failed").to_string(),
+        },
     };
     TrialRecord {
         name: name.to_string(),
@@ -162,5 +190,204 @@ pub fn record(name: &str, result: &Result<Completion, Failed>, seconds: f64, tri
         seconds,
         log_dir: trial.and_then(|t| t.log_dir.clone()),
         steps: trial.map(|t| t.steps.clone()).unwrap_or_default(),
+    }
+}
+
+/// What a target needs running before it can be reached.
+enum Fixture {
+    Sshd(crate::fixture::LoopbackSshd),
+    /// A machine whose console is the target; kept alive while the session lasts.
+    Machine {
+        _vm: Box<Vm>,
+    },
+}
+
+struct TargetState {
+    fixture: Option<Fixture>,
+    session: Option<Session>,
+    features: Vec<String>,
+    opens: usize,
+    /// The machine's state was changed for good (a `fresh_vm` scenario ran, or
+    /// a run broke off): reset it before the next session.
+    dirty: bool,
+}
+
+/// One real (or stand-in) target: a session opened on first use and reused
+/// by its scenarios; a broken session is dropped (and the target
+/// power-cycled, if it can be) so the next trial reconnects.  A `fresh_vm`
+/// scenario runs on a machine reset just for it: a machine fixture is
+/// rebooted, real hardware power-cycled; a target that can do neither
+/// ignores such scenarios and says why.
+pub struct TargetPool {
+    name: String,
+    def: TargetDef,
+    manifest: Manifest,
+    state: Mutex<TargetState>,
+}
+
+impl TargetPool {
+    /// A pool for target `name` (nothing started yet).
+    pub fn new(manifest: Manifest, name: String, def: TargetDef) -> TargetPool {
+        let state = TargetState {
+            fixture: None,
+            session: None,
+            features: Vec::new(),
+            opens: 0,
+            dirty: false,
+        };
+        TargetPool {
+            name,
+            def,
+            manifest,
+            state: Mutex::new(state),
+        }
+    }
+
+    /// Whether the target can be put back into a fresh state.
+    fn can_reset(&self) -> bool {
+        let machine_fixture =
+            matches!(&self.def, TargetDef::Serial(_)) && self.def.fixture().is_some();
+        machine_fixture || self.def.has_power_cycle()
+    }
+
+    /// Starts the fixture (if any) and opens a session; a dirty target is
+    /// reset first (a machine fixture is always booted afresh by `open`).
+    fn open(&self, st: &mut TargetState) -> Result<(), String> {
+        st.opens += 1;
+        let mut wait = std::time::Duration::ZERO;
+        if std::mem::take(&mut st.dirty) && self.def.has_power_cycle() {
+            eprintln!("power-cycling {} ...", self.name);
+            self.def
+                .power_cycle()
+                .map_err(|e| format!("power cycle of {} failed: {e}", self.name))?;
+            wait = self.def.reconnect_timeout();
+        }
+        let log_dir = self
+            .manifest
+            .log_root
+            .join(format!("{}/session-{}", self.name, st.opens));
+        let mut def = self.def.clone();
+        let fixture = def.fixture().map(str::to_string);
+        match (fixture.as_deref(), &mut def) {
+            (Some("loopback-sshd"), TargetDef::Ssh(d)) => {
+                if st.fixture.is_none() {
+                    st.fixture = Some(Fixture::Sshd(crate::fixture::LoopbackSshd::start()?));
+                }
+                if let Some(Fixture::Sshd(sshd)) = &st.fixture {
+                    let t = sshd.target();
+                    (d.port, d.key, d.known_hosts, d.user) = (t.port, t.key, t.known_hosts, t.user);
+                }
+            }
+            (Some(machine), TargetDef::Serial(d)) => {
+                let sock = d
+                    .console
+                    .strip_prefix("unix:")
+                    .ok_or("a machine fixture needs a unix: console")?
+                    .to_string();
+                let sock = self
+                    .manifest
+                    .machines_dir
+                    .parent()
+                    .unwrap_or(std::path::Path::new("."))
+                    .join(sock);
+                d.console = format!("unix:{}", sock.display());
+                st.fixture = None; // a fresh machine for a fresh session
+                if let Some(dir) = sock.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+                }
+                let _ = std::fs::remove_file(&sock);
+                let mut spec = self.manifest.spec(
+                    machine,
+                    &format!("{}/{machine}-{}", self.name, st.opens),
+                    GuestMode::Shell,
+                )?;
+                spec.boot.console_socket = Some(sock.clone());
+                let vm = Vm::boot(spec).map_err(|e| e.to_string())?;
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while !sock.exists() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                st.fixture = Some(Fixture::Machine { _vm: Box::new(vm) });
+            }
+            (Some(other), _) => {
+                return Err(format!(
+                    "unknown fixture {other:?} for target {}",
+                    self.name
+                ));
+            }
+            (None, _) => {}
+        }
+        let agent = self.manifest.agents.get(def.arch().as_str()).cloned();
+        // After a power cycle the target takes a while to come back.
+        let deadline = std::time::Instant::now() + wait;
+        let mut session = loop {
+            match Session::open(&self.name, &def, &log_dir, agent.as_deref()) {
+                Ok(s) => break s,
+                Err(e) if std::time::Instant::now() < deadline && e.is_unreachable() => {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        };
+        let inv = match session.agent() {
+            Ok(a) => a.inventory().map_err(|e| session.explain(e).to_string())?,
+            Err(e) => return Err(e.to_string()),
+        };
+        st.features = inv.features;
+        st.session = Some(session);
+        Ok(())
+    }
+
+    /// Runs one scenario on the target.
+    pub fn run(&self, file: &ScenarioFile) -> ScenarioTrial {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if file.fresh_vm {
+            if !self.can_reset() {
+                let reason = format!(
+                    "needs a fresh machine, and target {} has no power_cycle command",
+                    self.name
+                );
+                return ScenarioTrial {
+                    result: Ok(Completion::ignored_with(reason)),
+                    log_dir: None,
+                    steps: Vec::new(),
+                    machine_broken: false,
+                };
+            }
+            if let Some(old) = st.session.take() {
+                let _ = old.close();
+                st.dirty = true;
+            }
+        }
+        if st.session.is_none()
+            && let Err(e) = self.open(&mut st)
+        {
+            return failed_boot(format!("cannot reach target {}: {e}", self.name));
+        }
+        let features = st.features.clone();
+        let Some(session) = st.session.as_mut() else {
+            return failed_boot("no session".into());
+        };
+        let out = run_scenario(session, &features, file);
+        if out.machine_broken || file.fresh_vm {
+            if let Some(old) = st.session.take() {
+                let _ = old.close();
+            }
+            st.dirty = true;
+        }
+        out
+    }
+
+    /// Ends the session, removes remote files, stops the fixture.
+    pub fn shutdown(&self) -> Result<(), String> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let closed = st
+            .session
+            .take()
+            .map(Session::close)
+            .transpose()
+            .map_err(|e| e.to_string());
+        st.fixture = None;
+        closed.map(|_| ())
     }
 }

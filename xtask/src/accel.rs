@@ -21,13 +21,28 @@ fn probe(qemu: &str, kernel: &Path) -> Result<(), String> {
         return Err("no /dev/kvm".into());
     }
     let mut cmd = Command::new(qemu);
-    cmd.args(["-accel", "kvm", "-M", "q35", "-m", "256M", "-nodefaults", "-nographic", "-no-reboot", "-serial", "null"])
-        .arg("-kernel")
-        .arg(kernel)
-        .args(["-append", "console=ttyS0 panic=-1 rdinit=/none root=/dev/none"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "-accel",
+        "kvm",
+        "-M",
+        "q35",
+        "-m",
+        "256M",
+        "-nodefaults",
+        "-nographic",
+        "-no-reboot",
+        "-serial",
+        "null",
+    ])
+    .arg("-kernel")
+    .arg(kernel)
+    .args([
+        "-append",
+        "console=ttyS0 panic=-1 rdinit=/none root=/dev/none",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     let mut child = harness::process::spawn_owned(cmd, "kvm canary").map_err(|e| e.to_string())?;
     match child.wait_timeout(Duration::from_secs(8)) {
         Ok(Some(s)) if s.success() => Ok(()),
@@ -37,7 +52,10 @@ fn probe(qemu: &str, kernel: &Path) -> Result<(), String> {
                 use std::io::Read;
                 let _ = e.read_to_string(&mut err);
             }
-            Err(format!("KVM canary failed ({s}): {}", err.lines().next().unwrap_or("")))
+            Err(format!(
+                "KVM canary failed ({s}): {}",
+                err.lines().next().unwrap_or("")
+            ))
         }
         Ok(None) => Err("KVM canary did not finish in 8 s (nested virtualisation?)".into()),
         Err(e) => Err(e.to_string()),
@@ -56,9 +74,14 @@ pub fn choose(flag: AccelFlag, arch: Arch, kernel: &Path) -> Result<Accel> {
     }
     let qemu = arch.qemu_binary();
     let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let version = Command::new(qemu).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    let version = Command::new(qemu)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
     let key = crate::cache::key(&[host.as_bytes(), version.as_bytes(), b"kvm-probe-v1"]);
-    let verdict_file = crate::cache::cache_dir().join(format!("kvm-probe-{}", crate::cache::short(&key)));
+    let verdict_file =
+        crate::cache::cache_dir().join(format!("kvm-probe-{}", crate::cache::short(&key)));
     let verdict = match std::fs::read_to_string(&verdict_file) {
         Ok(v) => v,
         Err(_) => {
@@ -74,7 +97,11 @@ pub fn choose(flag: AccelFlag, arch: Arch, kernel: &Path) -> Result<Accel> {
     if verdict == "kvm" {
         Ok(Accel::Kvm)
     } else {
-        eprintln!("accel: using TCG: {} (cached in {})", verdict.trim_start_matches("tcg "), verdict_file.display());
+        eprintln!(
+            "accel: using TCG: {} (cached in {})",
+            verdict.trim_start_matches("tcg "),
+            verdict_file.display()
+        );
         Ok(Accel::Tcg)
     }
 }

@@ -24,7 +24,12 @@ pub fn triple(arch: Arch) -> &'static str {
 }
 
 fn rustup_has(sh: &Shell, triple: &str) -> bool {
-    cmd!(sh, "rustup target list --installed").quiet().ignore_stderr().read().map(|s| s.lines().any(|l| l == triple)).unwrap_or(false)
+    cmd!(sh, "rustup target list --installed")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .map(|s| s.lines().any(|l| l == triple))
+        .unwrap_or(false)
 }
 
 /// Builds the agent; returns the binary's path.
@@ -34,16 +39,30 @@ pub fn build(arch: Arch) -> Result<PathBuf> {
     sh.change_dir(&root);
     let t = triple(arch);
     let static_flags = "-C target-feature=+crt-static";
-    let env_key = format!("CARGO_TARGET_{}_RUSTFLAGS", t.to_uppercase().replace('-', "_"));
+    let env_key = format!(
+        "CARGO_TARGET_{}_RUSTFLAGS",
+        t.to_uppercase().replace('-', "_")
+    );
     let bin = if arch == Arch::X86_64 || rustup_has(&sh, t) {
         let _e = sh.push_env(&env_key, static_flags);
-        cmd!(sh, "cargo build --quiet --release --locked -p guest-agent --target {t}").run()?;
+        cmd!(
+            sh,
+            "cargo build --quiet --release --locked -p guest-agent --target {t}"
+        )
+        .run()?;
         root.join(format!("target/{t}/release/guest-agent"))
     } else {
         let sysroot = crate::setup::ppc64le_sysroot();
-        crate::setup::require(&["/usr/bin/rustc", "/usr/bin/cargo", "powerpc64le-linux-gnu-gcc"])?;
+        crate::setup::require(&[
+            "/usr/bin/rustc",
+            "/usr/bin/cargo",
+            "powerpc64le-linux-gnu-gcc",
+        ])?;
         if !sysroot.join(format!("lib/rustlib/{t}/lib")).is_dir() {
-            bail!("the ppc64le Rust std is missing at {}; run `cargo xtask setup`", sysroot.display());
+            bail!(
+                "the ppc64le Rust std is missing at {}; run `cargo xtask setup`",
+                sysroot.display()
+            );
         }
         let flags = format!("{static_flags} --sysroot {}", sysroot.display());
         let _e = sh.push_env(&env_key, flags);
@@ -56,8 +75,11 @@ pub fn build(arch: Arch) -> Result<PathBuf> {
         cmd!(sh, "/usr/bin/cargo build --quiet --release --locked -p guest-agent --target {t} --target-dir {target_dir}").run()?;
         target_dir.join(format!("{t}/release/guest-agent"))
     };
-    check_static_elf(&std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?, arch)
-        .with_context(|| format!("{} is not a usable agent", bin.display()))?;
+    check_static_elf(
+        &std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?,
+        arch,
+    )
+    .with_context(|| format!("{} is not a usable agent", bin.display()))?;
     Ok(bin)
 }
 
@@ -67,7 +89,11 @@ pub fn check_static_elf(bytes: &[u8], arch: Arch) -> Result<()> {
         bail!("not an ELF file");
     }
     if bytes[4] != 2 || bytes[5] != 1 {
-        bail!("not a 64-bit little-endian ELF (class {}, data {})", bytes[4], bytes[5]);
+        bail!(
+            "not a 64-bit little-endian ELF (class {}, data {})",
+            bytes[4],
+            bytes[5]
+        );
     }
     let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]);
     let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
@@ -116,9 +142,13 @@ mod tests {
     fn static_elf_check() {
         assert!(check_static_elf(&elf(62, false), Arch::X86_64).is_ok());
         assert!(check_static_elf(&elf(21, false), Arch::Ppc64le).is_ok());
-        let e = check_static_elf(&elf(62, false), Arch::Ppc64le).unwrap_err().to_string();
+        let e = check_static_elf(&elf(62, false), Arch::Ppc64le)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("expected 21"), "{e}");
-        let e = check_static_elf(&elf(62, true), Arch::X86_64).unwrap_err().to_string();
+        let e = check_static_elf(&elf(62, true), Arch::X86_64)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("PT_INTERP"), "{e}");
         assert!(check_static_elf(b"#!/bin/sh\n", Arch::X86_64).is_err());
     }

@@ -24,7 +24,15 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn opts() -> MachineOpts {
-    MachineOpts { accel: AccelFlag::Auto, memory: None, cpus: None, qemu_args: vec![], append: None, kernel: None, source: KernelSource::default() }
+    MachineOpts {
+        accel: AccelFlag::Auto,
+        memory: None,
+        cpus: None,
+        qemu_args: vec![],
+        append: None,
+        kernel: None,
+        source: KernelSource::default(),
+    }
 }
 
 /// One bare boot: QEMU alone, init powers off immediately.
@@ -37,43 +45,76 @@ fn bare_boot(spec: &harness::vm::VmSpec) -> Result<Duration> {
         serial_channel: None,
         qmp_socket: dir.path().join("qmp.sock"),
     };
-    let boot = BootOptions { mode: GuestMode::Poweroff, ..spec.boot.clone() };
+    let boot = BootOptions {
+        mode: GuestMode::Poweroff,
+        ..spec.boot.clone()
+    };
     let args = qemu::args(&spec.machine, &files, &boot);
     let mut cmd = Command::new(spec.machine.arch.qemu_binary());
-    cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let t0 = Instant::now();
     let mut child = harness::process::spawn_owned(cmd, "qemu (bare)")?;
     match child.wait_timeout(Duration::from_secs(120))? {
         Some(s) if s.success() => Ok(t0.elapsed()),
         Some(s) => bail!("bare boot of {} failed ({s})", spec.machine.name),
-        None => bail!("bare boot of {} did not power off in 120 s", spec.machine.name),
+        None => bail!(
+            "bare boot of {} did not power off in 120 s",
+            spec.machine.name
+        ),
     }
 }
 
 /// In-guest op rates: (label, machine, scenario under `scenarios/_bench/`).
 const OP_RATES: &[(&str, &str, &str)] = &[
-    ("IOAS map+unmap pairs (mock domain, 64 KiB)", "q35-mock", "ioas_map_unmap"),
-    ("sPAPR window map+unmap pairs (64 KiB)", "pseries", "spapr_map_unmap"),
-    ("edu DMA round trips (4 KiB, sPAPR)", "pseries", "edu_round_trips"),
+    (
+        "IOAS map+unmap pairs (mock domain, 64 KiB)",
+        "q35-mock",
+        "ioas_map_unmap",
+    ),
+    (
+        "sPAPR window map+unmap pairs (64 KiB)",
+        "pseries",
+        "spapr_map_unmap",
+    ),
+    (
+        "edu DMA round trips (4 KiB, sPAPR)",
+        "pseries",
+        "edu_round_trips",
+    ),
 ];
 
 /// Boots `machine`, runs the bench scenario and returns its `bench.*` step's rate.
 fn op_rate(machine: &str, file: &str) -> Result<f64> {
-    let path = repo_root().join("scenarios/_bench").join(format!("{file}.toml"));
+    let path = repo_root()
+        .join("scenarios/_bench")
+        .join(format!("{file}.toml"));
     let scenario = harness::scenario::ScenarioFile::load(&path, None)?;
     let m = crate::run::machine(machine, &opts())?;
-    let spec = crate::run::spec(m, &opts(), GuestMode::Agent, repo_root().join("target/iobench/bench").join(file))?;
+    let spec = crate::run::spec(
+        m,
+        &opts(),
+        GuestMode::Agent,
+        repo_root().join("target/iobench/bench").join(file),
+    )?;
     let mut vm = Vm::boot(spec)?;
     let run = harness::scenario::run_on(&mut vm, &scenario, |_| {});
     if !run.passed() {
-        bail!("benchmark scenario failed:\n{}", run.failure_report(&scenario, &vm));
+        bail!(
+            "benchmark scenario failed:\n{}",
+            run.failure_report(&scenario, &vm)
+        );
     }
     let _ = vm.poweroff();
     run.results
         .iter()
         .find(|r| r.op.starts_with("bench."))
         .and_then(|r| match &r.actual {
-            harness::proto::Actual::Value(v) => v.get("per_second").and_then(serde_json::Value::as_f64),
+            harness::proto::Actual::Value(v) => {
+                v.get("per_second").and_then(serde_json::Value::as_f64)
+            }
             _ => None,
         })
         .with_context(|| format!("{}: no bench.* step with a rate", path.display()))
@@ -87,7 +128,12 @@ pub fn run(b: &BenchArgs) -> Result<()> {
     let mut json = serde_json::Map::new();
     for name in ["pseries", "q35"] {
         let m = crate::run::machine(name, &opts())?;
-        let spec = crate::run::spec(m, &opts(), GuestMode::Agent, out.join(format!("bench/{name}")))?;
+        let spec = crate::run::spec(
+            m,
+            &opts(),
+            GuestMode::Agent,
+            out.join(format!("bench/{name}")),
+        )?;
         let mut bare = Vec::new();
         let mut harness = Vec::new();
         // Interleave so drift in machine load hits both equally.
@@ -103,14 +149,24 @@ pub fn run(b: &BenchArgs) -> Result<()> {
         json.insert(name.into(), serde_json::json!({"bare_s": b_med.as_secs_f64(), "harness_s": h_med.as_secs_f64(), "ratio": ratio, "accel": spec.boot.accel.as_str(), "runs": runs}));
     }
     let t0 = Instant::now();
-    for arch in [harness::machine::Arch::Ppc64le, harness::machine::Arch::X86_64] {
+    for arch in [
+        harness::machine::Arch::Ppc64le,
+        harness::machine::Arch::X86_64,
+    ] {
         crate::images::initramfs(arch)?;
     }
     for f in crate::test::FLAVOURS {
-        crate::kernel::build(&crate::kernel::Flavour::named(f)?, &crate::kernel::Source::Debian)?;
+        crate::kernel::build(
+            &crate::kernel::Flavour::named(f)?,
+            &crate::kernel::Source::Debian,
+        )?;
     }
     let noop = t0.elapsed();
-    rows.push(format!("no-op image build ({} kernels, 2 agents, 2 initramfs): {:.3} s", crate::test::FLAVOURS.len(), noop.as_secs_f64()));
+    rows.push(format!(
+        "no-op image build ({} kernels, 2 agents, 2 initramfs): {:.3} s",
+        crate::test::FLAVOURS.len(),
+        noop.as_secs_f64()
+    ));
     json.insert("noop_build_s".into(), noop.as_secs_f64().into());
     if !b.no_suite {
         let log = out.join("bench-suite.log");
@@ -124,13 +180,22 @@ pub fn run(b: &BenchArgs) -> Result<()> {
             .status()
             .context("running the suite")?;
         let suite = t0.elapsed();
-        let verdict = if status.success() { "passed".to_string() } else { format!("FAILED, see {}", log.display()) };
-        rows.push(format!("warm VM suite (`cargo xtask test`, {verdict}): {:.1} s", suite.as_secs_f64()));
+        let verdict = if status.success() {
+            "passed".to_string()
+        } else {
+            format!("FAILED, see {}", log.display())
+        };
+        rows.push(format!(
+            "warm VM suite (`cargo xtask test`, {verdict}): {:.1} s",
+            suite.as_secs_f64()
+        ));
         json.insert("warm_suite_s".into(), suite.as_secs_f64().into());
     }
     for (label, machine, file) in OP_RATES {
         let per_second = op_rate(machine, file)?;
-        rows.push(format!("{label:<44} {per_second:>10.1} /s  ({machine}, scenarios/_bench/{file}.toml)"));
+        rows.push(format!(
+            "{label:<44} {per_second:>10.1} /s  ({machine}, scenarios/_bench/{file}.toml)"
+        ));
         json.insert(format!("rate_{file}_per_s"), per_second.into());
     }
     println!("iobench bench ({runs} runs, medians)");
@@ -138,7 +203,10 @@ pub fn run(b: &BenchArgs) -> Result<()> {
         println!("  {r}");
     }
     std::fs::create_dir_all(&out)?;
-    std::fs::write(out.join("bench.json"), serde_json::to_vec_pretty(&serde_json::Value::Object(json))?)?;
+    std::fs::write(
+        out.join("bench.json"),
+        serde_json::to_vec_pretty(&serde_json::Value::Object(json))?,
+    )?;
     println!("  → {}", out.join("bench.json").display());
     Ok(())
 }

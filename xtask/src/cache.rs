@@ -7,7 +7,10 @@ use sha2::{Digest, Sha256};
 
 /// The repository root (the workspace containing xtask).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
 }
 
 /// The cache root.
@@ -15,7 +18,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("IOBENCH_CACHE") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
     home.join(".cache/iobench")
 }
 

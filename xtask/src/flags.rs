@@ -55,6 +55,12 @@ pub struct TestArgs {
     /// Machines to run: a machine definition name, or `all`.
     #[arg(long, default_value = "all")]
     pub machine: String,
+    /// Run on this target of the targets file (real hardware over SSH or a serial console).
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
+    /// The targets file.
+    #[arg(long, default_value = "targets/lab.toml")]
+    pub targets: PathBuf,
     /// Boot this kernel image instead of building one (for the machines of its architecture).
     #[arg(long, conflicts_with = "src")]
     pub kernel: Option<PathBuf>,
@@ -97,8 +103,18 @@ impl TestArgs {
     /// The arguments for the libtest-mimic suite.
     pub fn libtest_args(&self) -> Vec<String> {
         let mut a = Vec::new();
-        let flags = [("--list", self.list), ("--ignored", self.ignored), ("--include-ignored", self.include_ignored), ("--exact", self.exact)];
-        a.extend(flags.iter().filter(|(_, on)| *on).map(|(f, _)| f.to_string()));
+        let flags = [
+            ("--list", self.list),
+            ("--ignored", self.ignored),
+            ("--include-ignored", self.include_ignored),
+            ("--exact", self.exact),
+        ];
+        a.extend(
+            flags
+                .iter()
+                .filter(|(_, on)| *on)
+                .map(|(f, _)| f.to_string()),
+        );
         for s in &self.skip {
             a.extend(["--skip".to_string(), s.clone()]);
         }

@@ -36,15 +36,30 @@ pub struct Kernel {
 /// The kernel for a flavour: `own` if given, else Debian's prebuilt one or a build.
 pub fn kernel(flavour: &str, src: &KernelSource, own: Option<&PathBuf>) -> Result<Kernel> {
     if let Some(k) = own {
-        return Ok(Kernel { image: k.clone(), vmlinux: None, modules: Vec::new(), origin: "given".into() });
+        return Ok(Kernel {
+            image: k.clone(),
+            vmlinux: None,
+            modules: Vec::new(),
+            origin: "given".into(),
+        });
     }
     if src.prebuilt.is_some() {
         let p = crate::prebuilt::debian(flavour)?;
-        return Ok(Kernel { image: p.image, vmlinux: None, modules: p.modules, origin: p.package });
+        return Ok(Kernel {
+            image: p.image,
+            vmlinux: None,
+            modules: p.modules,
+            origin: p.package,
+        });
     }
     let built = kernel::build(&Flavour::named(flavour)?, &source(src))?;
     let origin = if built.cached { "cached" } else { "built" }.to_string();
-    Ok(Kernel { image: built.image, vmlinux: Some(built.vmlinux), modules: Vec::new(), origin })
+    Ok(Kernel {
+        image: built.image,
+        vmlinux: Some(built.vmlinux),
+        modules: Vec::new(),
+        origin,
+    })
 }
 
 /// Builds the agent and the plain initramfs for `arch`; returns its path.
@@ -57,7 +72,10 @@ pub fn initramfs_with(arch: Arch, modules: &[(String, Vec<u8>)]) -> Result<PathB
     let agent = crate::agent::build(arch)?;
     let busybox = crate::setup::busybox(arch.as_str());
     if !busybox.is_file() {
-        anyhow::bail!("static busybox for {arch} is missing at {}; run `cargo xtask setup`", busybox.display());
+        anyhow::bail!(
+            "static busybox for {arch} is missing at {}; run `cargo xtask setup`",
+            busybox.display()
+        );
     }
     let dir = cache_dir().join("images");
     std::fs::create_dir_all(&dir)?;
@@ -82,5 +100,9 @@ pub fn initramfs_with(arch: Arch, modules: &[(String, Vec<u8>)]) -> Result<PathB
 /// Kernel + initramfs for `machine`, built as needed; `own` overrides the image.
 pub fn for_machine(machine: &Machine, src: &KernelSource, own: Option<&PathBuf>) -> Result<Images> {
     let k = kernel(&machine.kernel.flavour, src, own)?;
-    Ok(Images { kernel: k.image, initramfs: initramfs_with(machine.arch, &k.modules)?, vmlinux: k.vmlinux })
+    Ok(Images {
+        kernel: k.image,
+        initramfs: initramfs_with(machine.arch, &k.modules)?,
+        vmlinux: k.vmlinux,
+    })
 }

@@ -35,9 +35,10 @@ impl Entry {
 
 /// Busybox applets linked into /bin.
 pub const APPLETS: &[&str] = &[
-    "sh", "ash", "mount", "umount", "mkdir", "cat", "echo", "ls", "sleep", "poweroff", "reboot", "setsid",
-    "cttyhack", "insmod", "modprobe", "dmesg", "ps", "grep", "sync", "uname", "lspci", "hexdump", "true",
-    "false", "test", "[", "printf", "rm", "cp", "ln", "find", "sed", "awk", "head", "tail", "kill", "env",
+    "sh", "ash", "mount", "umount", "mkdir", "cat", "echo", "ls", "sleep", "poweroff", "reboot",
+    "setsid", "cttyhack", "insmod", "modprobe", "dmesg", "ps", "grep", "sync", "uname", "lspci",
+    "hexdump", "true", "false", "test", "[", "printf", "rm", "cp", "ln", "find", "sed", "awk",
+    "head", "tail", "kill", "env", "stty", "usleep", "mktemp", "chmod", "id",
 ];
 
 /// Writes `entries` as a newc archive.
@@ -59,7 +60,8 @@ pub fn write<W: Write>(entries: &[Entry], mut out: W) -> std::io::Result<W> {
         if let Some((maj, min)) = rdev {
             b = b.rdev_major(maj).rdev_minor(min);
         }
-        let len = u32::try_from(data.len()).map_err(|_| std::io::Error::other("file over 4 GiB"))?;
+        let len =
+            u32::try_from(data.len()).map_err(|_| std::io::Error::other("file over 4 GiB"))?;
         let mut w = b.write(out, len);
         w.write_all(data)?;
         out = w.finish()?;
@@ -85,11 +87,27 @@ pub fn read(mut bytes: &[u8]) -> std::io::Result<Vec<(String, u32, Vec<u8>)>> {
 }
 
 /// The entries of an initramfs around `busybox`, `agent` and `init`.
-pub fn entries(busybox: Vec<u8>, agent: Vec<u8>, init: Vec<u8>, modules: &[(String, Vec<u8>)]) -> Vec<Entry> {
-    let mut e: Vec<Entry> = ["bin", "sbin", "dev", "proc", "sys", "tmp", "etc", "root", "lib", "lib/modules"]
-        .iter()
-        .map(|d| Entry::Dir(d.to_string()))
-        .collect();
+pub fn entries(
+    busybox: Vec<u8>,
+    agent: Vec<u8>,
+    init: Vec<u8>,
+    modules: &[(String, Vec<u8>)],
+) -> Vec<Entry> {
+    let mut e: Vec<Entry> = [
+        "bin",
+        "sbin",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "etc",
+        "root",
+        "lib",
+        "lib/modules",
+    ]
+    .iter()
+    .map(|d| Entry::Dir(d.to_string()))
+    .collect();
     e.push(Entry::CharDev("dev/console".into(), 5, 1));
     e.push(Entry::CharDev("dev/null".into(), 1, 3));
     e.push(Entry::File("bin/busybox".into(), 0o755, busybox));
@@ -101,17 +119,31 @@ pub fn entries(busybox: Vec<u8>, agent: Vec<u8>, init: Vec<u8>, modules: &[(Stri
     if !modules.is_empty() {
         let mut order = String::new();
         for (name, data) in modules {
-            e.push(Entry::File(format!("lib/modules/{name}"), 0o644, data.clone()));
+            e.push(Entry::File(
+                format!("lib/modules/{name}"),
+                0o644,
+                data.clone(),
+            ));
             order.push_str(name);
             order.push('\n');
         }
-        e.push(Entry::File("etc/modules.order".into(), 0o644, order.into_bytes()));
+        e.push(Entry::File(
+            "etc/modules.order".into(),
+            0o644,
+            order.into_bytes(),
+        ));
     }
     e
 }
 
 /// Builds the initramfs at `out` from files on disk.
-pub fn build(busybox: &Path, agent: &Path, init: &Path, modules: &[(String, Vec<u8>)], out: &Path) -> Result<()> {
+pub fn build(
+    busybox: &Path,
+    agent: &Path,
+    init: &Path,
+    modules: &[(String, Vec<u8>)],
+    out: &Path,
+) -> Result<()> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let entries = entries(read(busybox)?, read(agent)?, read(init)?, modules);
     let tmp = out.with_extension("tmp");
@@ -128,14 +160,23 @@ mod tests {
     use super::*;
 
     fn sample() -> Vec<Entry> {
-        entries(b"BUSYBOX".to_vec(), b"AGENT".to_vec(), b"#!/bin/sh\necho hi\n".to_vec(), &[("vfio.ko".into(), b"KO".to_vec())])
+        entries(
+            b"BUSYBOX".to_vec(),
+            b"AGENT".to_vec(),
+            b"#!/bin/sh\necho hi\n".to_vec(),
+            &[("vfio.ko".into(), b"KO".to_vec())],
+        )
     }
 
     #[test]
     fn archive_parses_back() {
         let bytes = write(&sample(), Vec::new()).unwrap();
         let got = read(&bytes).unwrap();
-        let find = |n: &str| got.iter().find(|(name, ..)| name == n).unwrap_or_else(|| panic!("{n} missing"));
+        let find = |n: &str| {
+            got.iter()
+                .find(|(name, ..)| name == n)
+                .unwrap_or_else(|| panic!("{n} missing"))
+        };
         assert_eq!(find("init").2, b"#!/bin/sh\necho hi\n");
         assert_eq!(find("init").1, 0o100755);
         assert_eq!(find("bin/sh").1, 0o120777);
@@ -160,6 +201,14 @@ mod tests {
     fn device_numbers_are_recorded() {
         let bytes = write(&[Entry::CharDev("dev/console".into(), 5, 1)], Vec::new()).unwrap();
         let r = cpio::newc::Reader::new(&bytes[..]).unwrap();
-        assert_eq!((r.entry().rdev_major(), r.entry().rdev_minor(), r.entry().mtime(), r.entry().uid()), (5, 1, 0, 0));
+        assert_eq!(
+            (
+                r.entry().rdev_major(),
+                r.entry().rdev_minor(),
+                r.entry().mtime(),
+                r.entry().uid()
+            ),
+            (5, 1, 0, 0)
+        );
     }
 }

@@ -39,13 +39,23 @@ impl Flavour {
             "ppc64le-64k" => (Arch::Ppc64le, &["common", "ppc64le", "ppc64le-64k"]),
             _ => bail!("unknown kernel flavour {name:?}; known: x86_64, ppc64le-4k, ppc64le-64k"),
         };
-        Ok(Flavour { name: name.into(), arch, fragments: parts.iter().map(|p| dir.join(format!("{p}.config"))).collect() })
+        Ok(Flavour {
+            name: name.into(),
+            arch,
+            fragments: parts
+                .iter()
+                .map(|p| dir.join(format!("{p}.config")))
+                .collect(),
+        })
     }
 
     fn make_env(&self) -> Vec<String> {
         match self.arch {
             Arch::X86_64 => vec!["ARCH=x86".into()],
-            Arch::Ppc64le => vec!["ARCH=powerpc".into(), "CROSS_COMPILE=powerpc64le-linux-gnu-".into()],
+            Arch::Ppc64le => vec![
+                "ARCH=powerpc".into(),
+                "CROSS_COMPILE=powerpc64le-linux-gnu-".into(),
+            ],
         }
     }
 
@@ -84,15 +94,31 @@ pub fn parse_fragments(frags: &[(String, String)]) -> Result<Vec<Want>> {
             let line = raw.trim();
             let origin = format!("{file}:{}", i + 1);
             let want = if let Some(rest) = line.strip_prefix("# CONFIG_") {
-                let Some(name) = rest.strip_suffix(" is not set") else { continue };
-                Want { name: format!("CONFIG_{name}"), value: None, origin }
+                let Some(name) = rest.strip_suffix(" is not set") else {
+                    continue;
+                };
+                Want {
+                    name: format!("CONFIG_{name}"),
+                    value: None,
+                    origin,
+                }
             } else if line.is_empty() || line.starts_with('#') {
                 continue;
             } else if let Some((name, value)) = line.split_once('=') {
-                if !name.starts_with("CONFIG_") || name.len() == 7 || !name[7..].chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || value.is_empty() {
+                if !name.starts_with("CONFIG_")
+                    || name.len() == 7
+                    || !name[7..]
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    || value.is_empty()
+                {
                     bail!("{origin}: not a Kconfig assignment: {raw:?}");
                 }
-                Want { name: name.into(), value: Some(value.into()), origin }
+                Want {
+                    name: name.into(),
+                    value: Some(value.into()),
+                    origin,
+                }
             } else {
                 bail!("{origin}: not a Kconfig assignment: {raw:?}");
             };
@@ -134,7 +160,13 @@ pub fn verify(wants: &[Want], dotconfig: &str) -> Vec<(Want, String)> {
                 (Some(v), None) => v == "n",
                 (None, g) => g.is_none() || g == Some("n"),
             };
-            (!ok).then(|| (w.clone(), got.map(|g| format!("{}={g}", w.name)).unwrap_or_else(|| "not set".into())))
+            (!ok).then(|| {
+                (
+                    w.clone(),
+                    got.map(|g| format!("{}={g}", w.name))
+                        .unwrap_or_else(|| "not set".into()),
+                )
+            })
         })
         .collect()
 }
@@ -172,18 +204,38 @@ fn debian_version(sh: &Shell) -> Result<String> {
 fn prepare_source(sh: &Shell, src: &Source) -> Result<(PathBuf, String)> {
     match src {
         Source::Dir(d) => {
-            let d = d.canonicalize().with_context(|| format!("kernel source {}", d.display()))?;
+            let d = d
+                .canonicalize()
+                .with_context(|| format!("kernel source {}", d.display()))?;
             if !d.join("Makefile").is_file() || !d.join("Kconfig").is_file() {
-                bail!("{} does not look like a kernel tree (no Makefile/Kconfig)", d.display());
+                bail!(
+                    "{} does not look like a kernel tree (no Makefile/Kconfig)",
+                    d.display()
+                );
             }
             // A git tree: HEAD plus the diff; otherwise the path (make stays incremental).
             let _cd = sh.push_dir(&d);
-            let ident = match cmd!(sh, "git rev-parse HEAD").quiet().ignore_stderr().read() {
+            let ident = match cmd!(sh, "git rev-parse HEAD")
+                .quiet()
+                .ignore_stderr()
+                .read()
+            {
                 Ok(head) => {
-                    let diff = cmd!(sh, "git diff HEAD").quiet().ignore_stderr().read().unwrap_or_default();
+                    let diff = cmd!(sh, "git diff HEAD")
+                        .quiet()
+                        .ignore_stderr()
+                        .read()
+                        .unwrap_or_default();
                     format!("git:{}:{head}:{}", d.display(), key(&[diff.as_bytes()]))
                 }
-                Err(_) => format!("dir:{}:{}", d.display(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.as_secs()).unwrap_or(0)),
+                Err(_) => format!(
+                    "dir:{}:{}",
+                    d.display(),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|t| t.as_secs())
+                        .unwrap_or(0)
+                ),
             };
             Ok((d, ident))
         }
@@ -213,8 +265,15 @@ pub fn build(flavour: &Flavour, src: &Source) -> Result<Built> {
         .fragments
         .iter()
         .map(|p| {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading fragment {}", p.display()))?;
-            Ok((p.strip_prefix(repo_root()).unwrap_or(p).display().to_string(), text))
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading fragment {}", p.display()))?;
+            Ok((
+                p.strip_prefix(repo_root())
+                    .unwrap_or(p)
+                    .display()
+                    .to_string(),
+                text,
+            ))
         })
         .collect::<Result<_>>()?;
     let wants = parse_fragments(&frags)?;
@@ -223,16 +282,30 @@ pub fn build(flavour: &Flavour, src: &Source) -> Result<Built> {
     let cc = flavour.compiler();
     let toolchain = cmd!(sh, "{cc} --version").quiet().read()?;
     let (target, image_rel) = flavour.image();
-    let k = key(&[b"iobench-kernel-v1", ident.as_bytes(), config.as_bytes(), toolchain.lines().next().unwrap_or("").as_bytes(), target.as_bytes()]);
+    let k = key(&[
+        b"iobench-kernel-v1",
+        ident.as_bytes(),
+        config.as_bytes(),
+        toolchain.lines().next().unwrap_or("").as_bytes(),
+        target.as_bytes(),
+    ]);
     let out = cache_dir().join(format!("kernel/{}-{}", flavour.name, short(&k)));
     let image_name = Path::new(image_rel).file_name().unwrap_or_default();
     let image = out.join(image_name);
     if image.is_file() && out.join("vmlinux").is_file() {
-        return Ok(Built { image, vmlinux: out.join("vmlinux"), cached: true });
+        return Ok(Built {
+            image,
+            vmlinux: out.join("vmlinux"),
+            cached: true,
+        });
     }
     let build_dir = match src {
         Source::Debian => cache_dir().join(format!("kernel/build/{}", flavour.name)),
-        Source::Dir(_) => cache_dir().join(format!("kernel/build/{}-{}", flavour.name, short(&key(&[srcdir.to_string_lossy().as_bytes()])))),
+        Source::Dir(_) => cache_dir().join(format!(
+            "kernel/build/{}-{}",
+            flavour.name,
+            short(&key(&[srcdir.to_string_lossy().as_bytes()]))
+        )),
     };
     std::fs::create_dir_all(&build_dir)?;
     std::fs::create_dir_all(&out)?;
@@ -243,39 +316,83 @@ pub fn build(flavour: &Flavour, src: &Source) -> Result<Built> {
     let o = format!("O={}", build_dir.display());
     let allconfig = format!("KCONFIG_ALLCONFIG={}", merged_path.display());
     let started = Instant::now();
-    run_make(&srcdir, &[o.clone(), allconfig, "allnoconfig".into()], &env, &log_path, "configuring")?;
+    run_make(
+        &srcdir,
+        &[o.clone(), allconfig, "allnoconfig".into()],
+        &env,
+        &log_path,
+        "configuring",
+    )?;
     let dotconfig = std::fs::read_to_string(build_dir.join(".config"))?;
     let dropped = verify(&wants, &dotconfig);
     if !dropped.is_empty() {
-        let mut msg = format!("Kconfig dropped {} requested option(s) for {}:\n", dropped.len(), flavour.name);
+        let mut msg = format!(
+            "Kconfig dropped {} requested option(s) for {}:\n",
+            dropped.len(),
+            flavour.name
+        );
         for (w, got) in &dropped {
-            let asked = w.value.as_ref().map(|v| format!("{}={v}", w.name)).unwrap_or_else(|| format!("{} unset", w.name));
+            let asked = w
+                .value
+                .as_ref()
+                .map(|v| format!("{}={v}", w.name))
+                .unwrap_or_else(|| format!("{} unset", w.name));
             msg.push_str(&format!("  {asked} (asked at {}) → {got}\n", w.origin));
         }
         msg.push_str("Usually an unmet dependency: add it to the fragment.  .config: ");
         msg.push_str(&build_dir.join(".config").display().to_string());
         bail!(msg);
     }
-    let jobs = format!("-j{}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
-    run_make(&srcdir, &[o, jobs, target.into()], &env, &log_path, &format!("building {} {target}", flavour.name))?;
+    let jobs = format!(
+        "-j{}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    );
+    run_make(
+        &srcdir,
+        &[o, jobs, target.into()],
+        &env,
+        &log_path,
+        &format!("building {} {target}", flavour.name),
+    )?;
     std::fs::copy(build_dir.join(image_rel), &image)?;
     std::fs::copy(build_dir.join("vmlinux"), out.join("vmlinux")).ok();
     if !out.join("vmlinux").is_file() {
         std::fs::copy(build_dir.join(image_rel), out.join("vmlinux"))?;
     }
     std::fs::copy(build_dir.join(".config"), out.join("config"))?;
-    std::fs::write(out.join("identity.txt"), format!("{ident}\n{}\n", toolchain.lines().next().unwrap_or("")))?;
-    println!("kernel: {} built in {:.0?} → {}", flavour.name, started.elapsed(), image.display());
-    Ok(Built { image, vmlinux: out.join("vmlinux"), cached: false })
+    std::fs::write(
+        out.join("identity.txt"),
+        format!("{ident}\n{}\n", toolchain.lines().next().unwrap_or("")),
+    )?;
+    println!(
+        "kernel: {} built in {:.0?} → {}",
+        flavour.name,
+        started.elapsed(),
+        image.display()
+    );
+    Ok(Built {
+        image,
+        vmlinux: out.join("vmlinux"),
+        cached: false,
+    })
 }
 
 /// Runs make with a progress spinner; the full output goes to `log`.
 fn run_make(src: &Path, args: &[String], env: &[String], log: &Path, what: &str) -> Result<()> {
     use std::io::Write;
-    let mut logf = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let mut logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
     writeln!(logf, "$ make {} {}", env.join(" "), args.join(" "))?;
     let mut cmd = Command::new("make");
-    cmd.current_dir(src).args(env).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.current_dir(src)
+        .args(env)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().context("starting make")?;
     let stderr = child.stderr.take().expect("piped");
     let err_log = logf.try_clone()?;
@@ -286,10 +403,16 @@ fn run_make(src: &Path, args: &[String], env: &[String], log: &Path, what: &str)
         }
     });
     let pb = indicatif::ProgressBar::new_spinner();
-    pb.set_style(indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"));
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+            .expect("valid template"),
+    );
     pb.enable_steady_tick(std::time::Duration::from_millis(200));
     let mut n = 0u64;
-    for line in BufReader::new(child.stdout.take().expect("piped")).lines().map_while(Result::ok) {
+    for line in BufReader::new(child.stdout.take().expect("piped"))
+        .lines()
+        .map_while(Result::ok)
+    {
         let _ = writeln!(logf, "{line}");
         n += 1;
         pb.set_message(format!("{what}: {n} steps, {}", line.trim()));
@@ -303,7 +426,11 @@ fn run_make(src: &Path, args: &[String], env: &[String], log: &Path, what: &str)
         bail!(
             "make {what} failed ({status}); full log: {}\n{}",
             log.display(),
-            tail.into_iter().rev().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
+            tail.into_iter()
+                .rev()
+                .map(|l| format!("  | {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
     Ok(())
@@ -324,26 +451,50 @@ mod tests {
             frag("arch", "# CONFIG_B is not set\nCONFIG_C=\"x\"\n"),
         ])
         .unwrap();
-        let names: Vec<_> = w.iter().map(|w| (w.name.as_str(), w.value.as_deref())).collect();
-        assert_eq!(names, vec![("CONFIG_A", Some("y")), ("CONFIG_B", None), ("CONFIG_C", Some("\"x\""))]);
+        let names: Vec<_> = w
+            .iter()
+            .map(|w| (w.name.as_str(), w.value.as_deref()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("CONFIG_A", Some("y")),
+                ("CONFIG_B", None),
+                ("CONFIG_C", Some("\"x\""))
+            ]
+        );
         assert_eq!(w[1].origin, "arch:1");
         let m = merged(&w);
-        assert!(m.contains("CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=\"x\"\n"), "{m}");
+        assert!(
+            m.contains("CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=\"x\"\n"),
+            "{m}"
+        );
     }
 
     #[test]
     fn broken_fragment_names_file_and_line() {
-        let e = parse_fragments(&[frag("images/kernel/common.config", "CONFIG_A=y\nVFIO=y\n")]).unwrap_err();
-        assert!(e.to_string().starts_with("images/kernel/common.config:2:"), "{e}");
+        let e = parse_fragments(&[frag("images/kernel/common.config", "CONFIG_A=y\nVFIO=y\n")])
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("images/kernel/common.config:2:"),
+            "{e}"
+        );
         assert!(parse_fragments(&[frag("f", "CONFIG_=y\n")]).is_err());
         assert!(parse_fragments(&[frag("f", "CONFIG_A=\n")]).is_err());
     }
 
     #[test]
     fn verify_reports_dropped_and_unwanted_options() {
-        let w = parse_fragments(&[frag("f", "CONFIG_A=y\nCONFIG_B=y\n# CONFIG_C is not set\nCONFIG_D=n\nCONFIG_E=0x10\n")]).unwrap();
+        let w = parse_fragments(&[frag(
+            "f",
+            "CONFIG_A=y\nCONFIG_B=y\n# CONFIG_C is not set\nCONFIG_D=n\nCONFIG_E=0x10\n",
+        )])
+        .unwrap();
         let dotconfig = "CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=y\nCONFIG_E=0x20\n";
-        let bad: Vec<_> = verify(&w, dotconfig).into_iter().map(|(w, got)| (w.name, got)).collect();
+        let bad: Vec<_> = verify(&w, dotconfig)
+            .into_iter()
+            .map(|(w, got)| (w.name, got))
+            .collect();
         assert_eq!(
             bad,
             vec![
@@ -359,11 +510,18 @@ mod tests {
         let mut keys = Vec::new();
         for f in ["x86_64", "ppc64le-4k", "ppc64le-64k"] {
             let fl = Flavour::named(f).unwrap();
-            let frags: Vec<_> = fl.fragments.iter().map(|p| (p.display().to_string(), std::fs::read_to_string(p).unwrap())).collect();
+            let frags: Vec<_> = fl
+                .fragments
+                .iter()
+                .map(|p| (p.display().to_string(), std::fs::read_to_string(p).unwrap()))
+                .collect();
             let w = parse_fragments(&frags).unwrap();
             assert!(w.iter().any(|w| w.name == "CONFIG_IOMMUFD_TEST"), "{f}");
             if fl.arch == Arch::Ppc64le {
-                assert!(w.iter().any(|w| w.name == "CONFIG_VFIO_DEVICE_CDEV" && w.value.is_none()));
+                assert!(
+                    w.iter()
+                        .any(|w| w.name == "CONFIG_VFIO_DEVICE_CDEV" && w.value.is_none())
+                );
             }
             keys.push(key(&[merged(&w).as_bytes()]));
         }

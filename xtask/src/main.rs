@@ -28,7 +28,11 @@ fn modules_note(k: &images::Kernel) -> String {
     if k.modules.is_empty() {
         return String::new();
     }
-    let names: Vec<&str> = k.modules.iter().map(|(n, _)| n.trim_end_matches(".ko")).collect();
+    let names: Vec<&str> = k
+        .modules
+        .iter()
+        .map(|(n, _)| n.trim_end_matches(".ko"))
+        .collect();
     format!("; modules in load order: {}", names.join(" "))
 }
 
@@ -49,7 +53,10 @@ fn main() -> ExitCode {
 fn arches(a: Option<flags::ArchFlag>) -> Vec<harness::machine::Arch> {
     match a {
         Some(a) => vec![a.into()],
-        None => vec![harness::machine::Arch::Ppc64le, harness::machine::Arch::X86_64],
+        None => vec![
+            harness::machine::Arch::Ppc64le,
+            harness::machine::Arch::X86_64,
+        ],
     }
 }
 
@@ -86,9 +93,17 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                 };
                 for f in flavours {
                     let k = images::kernel(f, &i.source, None)?;
-                    println!("{f}: {} ({}{})", k.image.display(), k.origin, modules_note(&k));
+                    println!(
+                        "{f}: {} ({}{})",
+                        k.image.display(),
+                        k.origin,
+                        modules_note(&k)
+                    );
                     if !k.modules.is_empty() {
-                        println!("initramfs {f}: {}", images::initramfs_with(arch, &k.modules)?.display());
+                        println!(
+                            "initramfs {f}: {}",
+                            images::initramfs_with(arch, &k.modules)?.display()
+                        );
                     }
                 }
                 if i.source.prebuilt.is_none() {

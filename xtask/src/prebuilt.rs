@@ -41,8 +41,18 @@ fn metapackage(flavour: &str) -> Result<(&'static str, &'static str, Arch)> {
 /// vfio-pci, and the virtio vsock transport (everything else Debian builds in).
 fn roots(arch: Arch) -> &'static [&'static str] {
     match arch {
-        Arch::X86_64 => &["vfio", "vfio_iommu_type1", "vfio_pci", "vmw_vsock_virtio_transport"],
-        Arch::Ppc64le => &["vfio", "vfio_iommu_spapr_tce", "vfio_pci", "vmw_vsock_virtio_transport"],
+        Arch::X86_64 => &[
+            "vfio",
+            "vfio_iommu_type1",
+            "vfio_pci",
+            "vmw_vsock_virtio_transport",
+        ],
+        Arch::Ppc64le => &[
+            "vfio",
+            "vfio_iommu_spapr_tce",
+            "vfio_pci",
+            "vmw_vsock_virtio_transport",
+        ],
     }
 }
 
@@ -56,7 +66,10 @@ pub fn debian(flavour: &str) -> Result<Prebuilt> {
         .ignore_stderr()
         .read()
         .with_context(|| format!("apt knows no {spec}; run `cargo xtask setup` (it adds bookworm-backports and ppc64el)"))?;
-    let depends = info.lines().find_map(|l| l.strip_prefix("Depends: ")).context("the metapackage has no Depends")?;
+    let depends = info
+        .lines()
+        .find_map(|l| l.strip_prefix("Depends: "))
+        .context("the metapackage has no Depends")?;
     // "linux-image-6.12.95+deb12-amd64 (= 6.12.95-1~bpo12+1)"
     let (pkg, version) = depends
         .split(',')
@@ -69,10 +82,16 @@ pub fn debian(flavour: &str) -> Result<Prebuilt> {
         println!("prebuilt: downloading {pkg}:{debarch} {version} (once)");
         let tmp = tempfile::tempdir()?;
         // apt downloads as the unprivileged _apt user when it can write the directory.
-        std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
+        std::fs::set_permissions(
+            tmp.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )?;
         let _cd = sh.push_dir(tmp.path());
         let want = format!("{pkg}:{debarch}={version}");
-        cmd!(sh, "apt-get download {want}").quiet().run().with_context(|| format!("apt-get download {want}"))?;
+        cmd!(sh, "apt-get download {want}")
+            .quiet()
+            .run()
+            .with_context(|| format!("apt-get download {want}"))?;
         let deb = std::fs::read_dir(tmp.path())?
             .flatten()
             .map(|e| e.path())
@@ -91,7 +110,11 @@ pub fn debian(flavour: &str) -> Result<Prebuilt> {
         .find(|d| d.is_dir())
         .context("the package has no lib/modules")?;
     let modules = load_order(&modules_dir, roots(arch))?;
-    Ok(Prebuilt { image, modules, package: format!("{pkg} {version}") })
+    Ok(Prebuilt {
+        image,
+        modules,
+        package: format!("{pkg} {version}"),
+    })
 }
 
 fn find_image(boot: &Path, arch: Arch) -> Result<PathBuf> {
@@ -103,7 +126,10 @@ fn find_image(boot: &Path, arch: Arch) -> Result<PathBuf> {
         .with_context(|| format!("{}", boot.display()))?
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
         .with_context(|| format!("no {prefix}* in {}", boot.display()))
 }
 
@@ -118,7 +144,11 @@ fn index(dir: &Path, out: &mut BTreeMap<String, PathBuf>) -> Result<()> {
         let p = e.path();
         if p.is_dir() {
             index(&p, out)?;
-        } else if let Some(stem) = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".ko.xz").or_else(|| n.strip_suffix(".ko"))) {
+        } else if let Some(stem) = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".ko.xz").or_else(|| n.strip_suffix(".ko")))
+        {
             out.insert(canonical(stem), p);
         }
     }
@@ -133,7 +163,11 @@ fn read_module(path: &Path) -> Result<Vec<u8>> {
             .output()
             .with_context(|| format!("xz -dc {}", path.display()))?;
         if !out.status.success() {
-            bail!("xz -dc {} failed: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "xz -dc {} failed: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(out.stdout)
     } else {
@@ -166,11 +200,19 @@ fn visit(
     if stack.iter().any(|s| s == name) {
         bail!("module dependency cycle: {} → {name}", stack.join(" → "));
     }
-    let path = all.get(name).with_context(|| format!("module {name} is not in the package (built in, or misspelt?)"))?;
+    let path = all
+        .get(name)
+        .with_context(|| format!("module {name} is not in the package (built in, or misspelt?)"))?;
     let bytes = read_module(path)?;
-    let info = modinfo(&bytes).with_context(|| format!("reading .modinfo of {}", path.display()))?;
+    let info =
+        modinfo(&bytes).with_context(|| format!("reading .modinfo of {}", path.display()))?;
     stack.push(name.to_string());
-    for dep in info.iter().filter(|(k, _)| k == "depends").flat_map(|(_, v)| v.split(',')).filter(|d| !d.is_empty()) {
+    for dep in info
+        .iter()
+        .filter(|(k, _)| k == "depends")
+        .flat_map(|(_, v)| v.split(','))
+        .filter(|d| !d.is_empty())
+    {
         visit(&canonical(dep), all, done, stack, out)?;
     }
     stack.pop();
@@ -198,13 +240,24 @@ pub fn modinfo(elf: &[u8]) -> Result<Vec<(String, String)>> {
         }
         Ok(v)
     };
-    let (shoff, shentsize, shnum, shstrndx) = (get(0x28, 8)? as usize, get(0x3a, 2)? as usize, get(0x3c, 2)? as usize, get(0x3e, 2)? as usize);
+    let (shoff, shentsize, shnum, shstrndx) = (
+        get(0x28, 8)? as usize,
+        get(0x3a, 2)? as usize,
+        get(0x3c, 2)? as usize,
+        get(0x3e, 2)? as usize,
+    );
     let section = |i: usize| -> Result<(u64, usize, usize)> {
         let h = shoff + i * shentsize;
-        Ok((get(h, 4)?, get(h + 0x18, 8)? as usize, get(h + 0x20, 8)? as usize))
+        Ok((
+            get(h, 4)?,
+            get(h + 0x18, 8)? as usize,
+            get(h + 0x20, 8)? as usize,
+        ))
     };
     let (_, stroff, strsize) = section(shstrndx)?;
-    let names = elf.get(stroff..stroff + strsize).context("truncated section names")?;
+    let names = elf
+        .get(stroff..stroff + strsize)
+        .context("truncated section names")?;
     for i in 0..shnum {
         let (name, off, size) = section(i)?;
         let n = names.get(name as usize..).unwrap_or_default();
@@ -259,7 +312,10 @@ mod tests {
         assert!(info.contains(&("depends".into(), "vfio,irqbypass".into())));
         assert!(info.contains(&("name".into(), "vfio_pci_core".into())));
         assert!(modinfo(b"not an elf").is_err());
-        assert!(modinfo(&m[..70]).is_err(), "truncated files are errors, not panics");
+        assert!(
+            modinfo(&m[..70]).is_err(),
+            "truncated files are errors, not panics"
+        );
     }
 
     #[test]
@@ -268,15 +324,31 @@ mod tests {
         let put = |name: &str, deps: &str| {
             let sub = dir.path().join("kernel/drivers");
             std::fs::create_dir_all(&sub).unwrap();
-            std::fs::write(sub.join(format!("{name}.ko")), fake_module(format!("depends={deps}\0").as_bytes())).unwrap();
+            std::fs::write(
+                sub.join(format!("{name}.ko")),
+                fake_module(format!("depends={deps}\0").as_bytes()),
+            )
+            .unwrap();
         };
         put("irqbypass", "");
         put("vfio", "");
         put("vfio-pci-core", "vfio,irqbypass");
         put("vfio-pci", "vfio-pci-core,vfio");
-        let order: Vec<String> = load_order(dir.path(), &["vfio_pci"]).unwrap().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(order, ["vfio.ko", "irqbypass.ko", "vfio_pci_core.ko", "vfio_pci.ko"]);
-        assert!(load_order(dir.path(), &["nope"]).unwrap_err().to_string().contains("not in the package"));
+        let order: Vec<String> = load_order(dir.path(), &["vfio_pci"])
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            order,
+            ["vfio.ko", "irqbypass.ko", "vfio_pci_core.ko", "vfio_pci.ko"]
+        );
+        assert!(
+            load_order(dir.path(), &["nope"])
+                .unwrap_err()
+                .to_string()
+                .contains("not in the package")
+        );
         put("a", "b");
         put("b", "a");
         assert!(format!("{:#}", load_order(dir.path(), &["a"]).unwrap_err()).contains("cycle"));

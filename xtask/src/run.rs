@@ -20,8 +20,18 @@ use crate::flags::{MachineOpts, RunArgs};
 /// Loads a machine definition and applies the command-line overrides.
 pub fn machine(name: &str, o: &MachineOpts) -> Result<Machine> {
     let mut m = Machine::find(&repo_root().join("qemu-configs"), name)?;
-    let memory = o.memory.as_deref().map(Size::parse).transpose().map_err(anyhow::Error::msg)?;
-    m.apply(&Overrides { memory, cpus: o.cpus, extra_args: o.qemu_args.clone(), cmdline: o.append.clone() });
+    let memory = o
+        .memory
+        .as_deref()
+        .map(Size::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    m.apply(&Overrides {
+        memory,
+        cpus: o.cpus,
+        extra_args: o.qemu_args.clone(),
+        cmdline: o.append.clone(),
+    });
     Ok(m)
 }
 
@@ -29,7 +39,16 @@ pub fn machine(name: &str, o: &MachineOpts) -> Result<Machine> {
 pub fn spec(m: Machine, o: &MachineOpts, mode: GuestMode, log_dir: PathBuf) -> Result<VmSpec> {
     let images = crate::images::for_machine(&m, &o.source, o.kernel.as_ref())?;
     let accel = crate::accel::choose(o.accel, m.arch, &images.kernel)?;
-    Ok(VmSpec::new(m, images, BootOptions { accel, mode, ..Default::default() }, log_dir))
+    Ok(VmSpec::new(
+        m,
+        images,
+        BootOptions {
+            accel,
+            mode,
+            ..Default::default()
+        },
+        log_dir,
+    ))
 }
 
 /// Runs `cargo xtask run`.
@@ -38,13 +57,24 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let scenarios = load_scenarios(&a.scenario, &m.name, a.any_machine)?;
     crate::setup::require(&[m.arch.qemu_binary(), harness::vsock::BACKEND])?;
     let log_dir = repo_root().join("target/iobench/run").join(&m.name);
-    let mode = if a.shell || a.gdb { GuestMode::Shell } else { GuestMode::Agent };
+    let mode = if a.shell || a.gdb {
+        GuestMode::Shell
+    } else {
+        GuestMode::Agent
+    };
     let mut spec = spec(m, &a.opts, mode, log_dir)?;
     if a.gdb {
         let port = 1234;
         spec.boot.gdb_port = Some(port);
-        let vmlinux = spec.images.vmlinux.clone().unwrap_or_else(|| spec.images.kernel.clone());
-        println!("QEMU is halted; attach with:\n  gdb {} -ex 'target remote 127.0.0.1:{port}'", vmlinux.display());
+        let vmlinux = spec
+            .images
+            .vmlinux
+            .clone()
+            .unwrap_or_else(|| spec.images.kernel.clone());
+        println!(
+            "QEMU is halted; attach with:\n  gdb {} -ex 'target remote 127.0.0.1:{port}'",
+            vmlinux.display()
+        );
     }
     if mode == GuestMode::Shell {
         spec.echo_console = true;
@@ -56,12 +86,29 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let agent = vm.agent()?;
     let h = agent.hello().clone();
     let inv = agent.inventory().map_err(|e| vm.explain(e))?;
-    println!("{name}: agent {} (protocol {}) on Linux {} {} (page size {})", h.agent_version, h.protocol, h.kernel, h.machine, h.page_size);
+    println!(
+        "{name}: agent {} (protocol {}) on Linux {} {} (page size {})",
+        h.agent_version, h.protocol, h.kernel, h.machine, h.page_size
+    );
     println!("  features: {}", inv.features.join(", "));
-    println!("  {:<14} {:<10} {:<8} {:<6} driver", "pci", "id", "class", "group");
+    println!(
+        "  {:<14} {:<10} {:<8} {:<6} driver",
+        "pci", "id", "class", "group"
+    );
     for d in &inv.devices {
-        let group = d.iommu_group.map(|g| g.to_string()).unwrap_or_else(|| "-".into());
-        println!("  {:<14} {:04x}:{:04x}  {:06x}   {:<6} {}", d.bdf, d.vendor, d.device, d.class, group, d.driver.as_deref().unwrap_or("-"));
+        let group = d
+            .iommu_group
+            .map(|g| g.to_string())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "  {:<14} {:04x}:{:04x}  {:06x}   {:<6} {}",
+            d.bdf,
+            d.vendor,
+            d.device,
+            d.class,
+            group,
+            d.driver.as_deref().unwrap_or("-")
+        );
     }
     let mut failed = Vec::new();
     for file in &scenarios {
@@ -71,15 +118,29 @@ pub fn run(a: &RunArgs) -> Result<()> {
     }
     let log = vm.console_log();
     let off = vm.poweroff()?;
-    println!("  boot-to-agent-ready {:.3} s, poweroff {:.3} s; console log: {}", ready.as_secs_f64(), off.as_secs_f64(), log.display());
+    println!(
+        "  boot-to-agent-ready {:.3} s, poweroff {:.3} s; console log: {}",
+        ready.as_secs_f64(),
+        off.as_secs_f64(),
+        log.display()
+    );
     if !failed.is_empty() {
-        bail!("{} of {} scenarios failed: {}", failed.len(), scenarios.len(), failed.join(", "));
+        bail!(
+            "{} of {} scenarios failed: {}",
+            failed.len(),
+            scenarios.len(),
+            failed.join(", ")
+        );
     }
     Ok(())
 }
 
 /// Loads and checks scenario files before anything boots.
-fn load_scenarios(paths: &[PathBuf], machine: &str, any_machine: bool) -> Result<Vec<ScenarioFile>> {
+fn load_scenarios(
+    paths: &[PathBuf],
+    machine: &str,
+    any_machine: bool,
+) -> Result<Vec<ScenarioFile>> {
     let root = repo_root().join("scenarios");
     let mut out = Vec::new();
     for p in paths {
@@ -120,7 +181,11 @@ fn run_one(vm: &mut Vm, file: &ScenarioFile, features: &[String]) -> bool {
 /// The guest console on this terminal until the guest powers off.
 fn interactive(spec: VmSpec) -> Result<()> {
     use std::io::Read;
-    let raw = std::process::Command::new("stty").args(["raw", "-echo"]).status().map(|s| s.success()).unwrap_or(false);
+    let raw = std::process::Command::new("stty")
+        .args(["raw", "-echo"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     let result = (|| -> Result<String> {
         let mut vm = Vm::boot(spec)?;
         let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();

@@ -73,16 +73,58 @@ fn on_path(bin: &str) -> bool {
 
 fn deps() -> Vec<Dep> {
     vec![
-        Dep { name: "qemu-system-ppc64 (QEMU 10, backports)", ok: on_path("qemu-system-ppc64"), fix: "cargo xtask setup" },
-        Dep { name: "qemu-system-x86_64 (QEMU 10, backports)", ok: on_path("qemu-system-x86_64"), fix: "cargo xtask setup" },
-        Dep { name: "vhost-device-vsock", ok: on_path("vhost-device-vsock"), fix: "cargo install --locked vhost-device-vsock@0.3.0" },
-        Dep { name: "powerpc64le-linux-gnu-gcc", ok: on_path("powerpc64le-linux-gnu-gcc"), fix: "apt-get install gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross" },
-        Dep { name: "kernel build tools (make flex bison bc)", ok: ["make", "flex", "bison", "bc"].iter().all(|b| on_path(b)), fix: "apt-get install make flex bison bc libelf-dev libssl-dev" },
-        Dep { name: "linux-source-6.12", ok: Path::new(LINUX_SOURCE).is_file(), fix: "apt-get install -t bookworm-backports linux-source-6.12" },
-        Dep { name: "Debian rustc 1.85 (/usr/bin/rustc)", ok: Path::new("/usr/bin/rustc").is_file(), fix: "cargo xtask setup (rustc-web cargo-web libstd-rust-web-dev)" },
-        Dep { name: "ppc64le Rust std", ok: ppc64le_sysroot().join("lib/rustlib/powerpc64le-unknown-linux-gnu/lib").is_dir(), fix: "cargo xtask setup" },
-        Dep { name: "static busybox (ppc64le)", ok: busybox("ppc64le").is_file(), fix: "cargo xtask setup" },
-        Dep { name: "static busybox (x86_64)", ok: busybox("x86_64").is_file(), fix: "cargo xtask setup" },
+        Dep {
+            name: "qemu-system-ppc64 (QEMU 10, backports)",
+            ok: on_path("qemu-system-ppc64"),
+            fix: "cargo xtask setup",
+        },
+        Dep {
+            name: "qemu-system-x86_64 (QEMU 10, backports)",
+            ok: on_path("qemu-system-x86_64"),
+            fix: "cargo xtask setup",
+        },
+        Dep {
+            name: "vhost-device-vsock",
+            ok: on_path("vhost-device-vsock"),
+            fix: "cargo install --locked vhost-device-vsock@0.3.0",
+        },
+        Dep {
+            name: "powerpc64le-linux-gnu-gcc",
+            ok: on_path("powerpc64le-linux-gnu-gcc"),
+            fix: "apt-get install gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross",
+        },
+        Dep {
+            name: "kernel build tools (make flex bison bc)",
+            ok: ["make", "flex", "bison", "bc"].iter().all(|b| on_path(b)),
+            fix: "apt-get install make flex bison bc libelf-dev libssl-dev",
+        },
+        Dep {
+            name: "linux-source-6.12",
+            ok: Path::new(LINUX_SOURCE).is_file(),
+            fix: "apt-get install -t bookworm-backports linux-source-6.12",
+        },
+        Dep {
+            name: "Debian rustc 1.85 (/usr/bin/rustc)",
+            ok: Path::new("/usr/bin/rustc").is_file(),
+            fix: "cargo xtask setup (rustc-web cargo-web libstd-rust-web-dev)",
+        },
+        Dep {
+            name: "ppc64le Rust std",
+            ok: ppc64le_sysroot()
+                .join("lib/rustlib/powerpc64le-unknown-linux-gnu/lib")
+                .is_dir(),
+            fix: "cargo xtask setup",
+        },
+        Dep {
+            name: "static busybox (ppc64le)",
+            ok: busybox("ppc64le").is_file(),
+            fix: "cargo xtask setup",
+        },
+        Dep {
+            name: "static busybox (x86_64)",
+            ok: busybox("x86_64").is_file(),
+            fix: "cargo xtask setup",
+        },
     ]
 }
 
@@ -104,7 +146,9 @@ pub fn doctor() -> usize {
 pub fn require(bins: &[&str]) -> Result<()> {
     for b in bins {
         if !on_path(b) {
-            bail!("{b} is not installed; run `cargo xtask setup` (or `cargo xtask doctor` to see what is missing)");
+            bail!(
+                "{b} is not installed; run `cargo xtask setup` (or `cargo xtask doctor` to see what is missing)"
+            );
         }
     }
     Ok(())
@@ -133,18 +177,33 @@ pub fn setup() -> Result<()> {
     println!("setup: apt-get update");
     if cmd!(sh, "{sudo} apt-get update -q").quiet().run().is_err() {
         // Known: the ppc64el index of bookworm-security is sometimes mid-sync.
-        println!("setup: warning: apt-get update reported failed indexes (see above); continuing with what was fetched");
+        println!(
+            "setup: warning: apt-get update reported failed indexes (see above); continuing with what was fetched"
+        );
     }
     let main = APT_MAIN;
-    let rust: Vec<String> = ["rustc-web", "cargo-web", "libstd-rust-web-dev", "libstd-rust-web-1.85"]
-        .iter()
-        .map(|p| format!("{p}={RUST_WEB}"))
-        .collect();
+    let rust: Vec<String> = [
+        "rustc-web",
+        "cargo-web",
+        "libstd-rust-web-dev",
+        "libstd-rust-web-1.85",
+    ]
+    .iter()
+    .map(|p| format!("{p}={RUST_WEB}"))
+    .collect();
     println!("setup: installing build tools and Debian rustc {RUST_WEB}");
-    cmd!(sh, "{sudo} apt-get install -y -q --no-install-recommends {main...} {rust...}").run()?;
+    cmd!(
+        sh,
+        "{sudo} apt-get install -y -q --no-install-recommends {main...} {rust...}"
+    )
+    .run()?;
     println!("setup: installing QEMU 10 and linux-source-6.12 from bookworm-backports");
     let bp = APT_BACKPORTS;
-    cmd!(sh, "{sudo} apt-get install -y -q --no-install-recommends -t bookworm-backports {bp...}").run()?;
+    cmd!(
+        sh,
+        "{sudo} apt-get install -y -q --no-install-recommends -t bookworm-backports {bp...}"
+    )
+    .run()?;
     unpack_debs(&sh)?;
     if !on_path("vhost-device-vsock") {
         println!("setup: cargo install vhost-device-vsock {VHOST_VSOCK} (about a minute)");
@@ -164,9 +223,24 @@ fn unpack_debs(sh: &Shell) -> Result<()> {
     let dl = cache_dir().join("toolchains/debs");
     std::fs::create_dir_all(&dl)?;
     let jobs: [(&str, String, PathBuf, PathBuf); 3] = [
-        ("libstd-rust-web-dev:ppc64el", RUST_WEB.to_string(), ppc64le_sysroot(), ppc64le_sysroot().join("lib/rustlib/powerpc64le-unknown-linux-gnu/lib")),
-        ("busybox-static:ppc64el", BUSYBOX.to_string(), cache_dir().join("toolchains/busybox-ppc64le"), busybox("ppc64le")),
-        ("busybox-static:amd64", BUSYBOX.to_string(), cache_dir().join("toolchains/busybox-x86_64"), busybox("x86_64")),
+        (
+            "libstd-rust-web-dev:ppc64el",
+            RUST_WEB.to_string(),
+            ppc64le_sysroot(),
+            ppc64le_sysroot().join("lib/rustlib/powerpc64le-unknown-linux-gnu/lib"),
+        ),
+        (
+            "busybox-static:ppc64el",
+            BUSYBOX.to_string(),
+            cache_dir().join("toolchains/busybox-ppc64le"),
+            busybox("ppc64le"),
+        ),
+        (
+            "busybox-static:amd64",
+            BUSYBOX.to_string(),
+            cache_dir().join("toolchains/busybox-x86_64"),
+            busybox("x86_64"),
+        ),
     ];
     for (pkg, ver, dest, probe) in jobs {
         if probe.exists() {
@@ -175,7 +249,9 @@ fn unpack_debs(sh: &Shell) -> Result<()> {
         println!("setup: unpacking {pkg}={ver} into {}", dest.display());
         let _cd = sh.push_dir(&dl);
         let spec = format!("{pkg}={ver}");
-        cmd!(sh, "apt-get download -q {spec}").run().with_context(|| format!("apt-get download {spec}"))?;
+        cmd!(sh, "apt-get download -q {spec}")
+            .run()
+            .with_context(|| format!("apt-get download {spec}"))?;
         let name = pkg.split(':').next().unwrap_or(pkg);
         let arch = pkg.split(':').nth(1).unwrap_or("amd64");
         let deb = std::fs::read_dir(&dl)?
@@ -207,6 +283,10 @@ fn unpack_debs(sh: &Shell) -> Result<()> {
 fn nix_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }

@@ -21,23 +21,34 @@ pub const FLAVOURS: &[&str] = &["ppc64le-4k", "ppc64le-64k", "x86_64"];
 
 /// The architecture a kernel image is for: an ELF's machine, or an x86 bzImage.
 fn kernel_arch(path: &std::path::Path) -> Result<Arch> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading the kernel {}", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading the kernel {}", path.display()))?;
     if bytes.starts_with(b"\x7fELF") && bytes.len() > 20 {
         match u16::from_le_bytes([bytes[18], bytes[19]]) {
             21 => return Ok(Arch::Ppc64le),
             62 => return Ok(Arch::X86_64),
-            m => bail!("{}: ELF machine {m} is neither ppc64 nor x86_64", path.display()),
+            m => bail!(
+                "{}: ELF machine {m} is neither ppc64 nor x86_64",
+                path.display()
+            ),
         }
     }
     if bytes.get(0x202..0x206) == Some(b"HdrS") {
         return Ok(Arch::X86_64);
     }
-    bail!("{}: neither an ELF vmlinux nor an x86 bzImage", path.display())
+    bail!(
+        "{}: neither an ELF vmlinux nor an x86 bzImage",
+        path.display()
+    )
 }
 
 /// Runs the suite.
 pub fn run(t: &TestArgs) -> Result<()> {
-    crate::setup::require(&["qemu-system-ppc64", "qemu-system-x86_64", harness::vsock::BACKEND])?;
+    crate::setup::require(&[
+        "qemu-system-ppc64",
+        "qemu-system-x86_64",
+        harness::vsock::BACKEND,
+    ])?;
     let root = repo_root();
     let machines = if t.machine == "all" {
         Vec::new()
@@ -45,15 +56,34 @@ pub fn run(t: &TestArgs) -> Result<()> {
         harness::machine::Machine::find(&root.join("qemu-configs"), &t.machine)?;
         vec![t.machine.clone()]
     };
-    let own_kernel = t.kernel.as_ref().map(|k| kernel_arch(k).map(|a| (a, k.clone()))).transpose()?;
+    if let Some(name) = &t.target {
+        // An unknown target or a broken targets file stops here, before any build.
+        harness::target::TargetDef::load(&t.targets, name)?;
+    }
+    let own_kernel = t
+        .kernel
+        .as_ref()
+        .map(|k| kernel_arch(k).map(|a| (a, k.clone())))
+        .transpose()?;
     let mut flavours = BTreeMap::new();
     for f in FLAVOURS {
         let arch = Flavour::named(f)?.arch;
-        let own = own_kernel.as_ref().filter(|(a, _)| *a == arch).map(|(_, k)| k);
+        let own = own_kernel
+            .as_ref()
+            .filter(|(a, _)| *a == arch)
+            .map(|(_, k)| k);
         let k = crate::images::kernel(f, &t.source, own)?;
         let initramfs = crate::images::initramfs_with(arch, &k.modules)?;
         let accel = crate::accel::choose(t.accel, arch, &k.image)?;
-        flavours.insert(f.to_string(), FlavourImages { kernel: k.image, vmlinux: k.vmlinux, initramfs, accel: accel.as_str().into() });
+        flavours.insert(
+            f.to_string(),
+            FlavourImages {
+                kernel: k.image,
+                vmlinux: k.vmlinux,
+                initramfs,
+                accel: accel.as_str().into(),
+            },
+        );
     }
     let out = root.join("target/iobench");
     std::fs::create_dir_all(&out)?;
@@ -64,6 +94,20 @@ pub fn run(t: &TestArgs) -> Result<()> {
         machines_dir: root.join("qemu-configs"),
         scenarios_dir: root.join("scenarios"),
         machines,
+        agents: [Arch::X86_64, Arch::Ppc64le]
+            .into_iter()
+            .map(|a| Ok((a.as_str().to_string(), crate::agent::build(a)?)))
+            .collect::<Result<_>>()?,
+        target: t
+            .target
+            .as_ref()
+            .map(|name| iobench_tests_manifest::TargetRun {
+                name: name.clone(),
+                file: absolute(&Some(t.targets.clone()))
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default(),
+            }),
         junit: absolute(&t.junit)?,
         json: absolute(&t.json)?,
     };
@@ -73,6 +117,11 @@ pub fn run(t: &TestArgs) -> Result<()> {
     sh.change_dir(&root);
     let _env = sh.push_env(iobench_tests_manifest::MANIFEST_ENV, &path);
     let rest = t.libtest_args();
-    cmd!(sh, "cargo test --quiet -p iobench-tests --test vm -- {rest...}").quiet().run()?;
+    cmd!(
+        sh,
+        "cargo test --quiet -p iobench-tests --test vm -- {rest...}"
+    )
+    .quiet()
+    .run()?;
     Ok(())
 }

@@ -38,7 +38,10 @@ mod tests {
                 }
             }
             if text.contains(concat!("#[should", "_panic")) {
-                problems.push(format!("{}: a should-panic attribute hides what failed", f.display()));
+                problems.push(format!(
+                    "{}: a should-panic attribute hides what failed",
+                    f.display()
+                ));
             }
         }
         assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -48,7 +51,10 @@ mod tests {
     fn readme_commands_are_what_ci_runs() {
         let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
         let ci = std::fs::read_to_string(repo_root().join(".ci/run")).unwrap();
-        for cmd in ["cargo xtask setup", "cargo test --workspace && cargo xtask test"] {
+        for cmd in [
+            "cargo xtask setup",
+            "cargo test --workspace && cargo xtask test",
+        ] {
             assert!(readme.contains(cmd), "README lacks {cmd:?}");
             assert!(ci.contains(cmd), ".ci/run lacks {cmd:?}");
         }

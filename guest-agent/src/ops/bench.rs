@@ -16,13 +16,19 @@ fn rate(iterations: u64, run: impl FnMut() -> Result<(), OpError>) -> OpResult {
         run()?;
     }
     let seconds = start.elapsed().as_secs_f64();
-    Ok(json!({ "iterations": iterations, "seconds": seconds, "per_second": iterations as f64 / seconds.max(1e-9) }))
+    Ok(
+        json!({ "iterations": iterations, "seconds": seconds, "per_second": iterations as f64 / seconds.max(1e-9) }),
+    )
 }
 
 /// `bench.ioas_map_unmap`.
 pub fn ioas_map_unmap(ctx: &mut Ctx, args: &Args) -> OpResult {
     let (buf, offset, length) = ctx.buffer_range(args)?;
-    let (fd, ioas, iova) = (ctx.fd(args, "iommufd")?, args.u32("ioas")?, args.u64("iova")?);
+    let (fd, ioas, iova) = (
+        ctx.fd(args, "iommufd")?,
+        args.u32("ioas")?,
+        args.u64("iova")?,
+    );
     let (va, flags) = (buf.addr(offset), iommufd::map_flags(args, true)?);
     rate(args.u64("iterations")?, || {
         iommufd::map_raw(fd, ioas, va, length, iova, flags)?;
@@ -44,7 +50,11 @@ pub fn vfio_map_unmap(ctx: &mut Ctx, args: &Args) -> OpResult {
 /// `bench.edu_round_trips`.
 pub fn edu_round_trips(ctx: &mut Ctx, args: &Args) -> OpResult {
     let fd = ctx.fd(args, "device")?;
-    let (src, dst, count) = (args.u64("src_iova")?, args.u64("dst_iova")?, args.u64_or("count", 4096)?);
+    let (src, dst, count) = (
+        args.u64("src_iova")?,
+        args.u64("dst_iova")?,
+        args.u64_or("count", 4096)?,
+    );
     let timeout = Duration::from_secs(10);
     rate(args.u64("iterations")?, || {
         edu::transfer(fd, src, count, 0, false, timeout)?;

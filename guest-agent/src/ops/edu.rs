@@ -32,7 +32,14 @@ pub fn dma(ctx: &mut Ctx, args: &Args) -> OpResult {
     let fd = ctx.fd(args, "device")?;
     let to_ram = args.str("direction")? == "from_device";
     let timeout = Duration::from_millis(args.u64_or("timeout_ms", 10_000)?);
-    let t = transfer(fd, args.u64("iova")?, args.u64("count")?, args.u64_or("edu_offset", 0)?, to_ram, timeout)?;
+    let t = transfer(
+        fd,
+        args.u64("iova")?,
+        args.u64("count")?,
+        args.u64_or("edu_offset", 0)?,
+        to_ram,
+        timeout,
+    )?;
     Ok(json!({ "micros": t.as_micros() as u64 }))
 }
 
@@ -47,7 +54,9 @@ pub fn transfer(
 ) -> Result<Duration, OpError> {
     let id = read_reg(fd, 0, REG_ID, 4)?;
     if id & EDU_ID_MASK != EDU_ID {
-        return Err(OpError::Error(format!("not an edu device: ID register reads {id:#010x}")));
+        return Err(OpError::Error(format!(
+            "not an edu device: ID register reads {id:#010x}"
+        )));
     }
     if count == 0 || edu_offset + count > EDU_BUFFER_LEN {
         return Err(OpError::Error(format!(
@@ -56,17 +65,31 @@ pub fn transfer(
     }
     enable_bus_master(fd)?;
     if read_reg(fd, 0, REG_CMD, 8)? & CMD_START != 0 {
-        return Err(OpError::Error("the edu device is still busy with an earlier transfer".into()));
+        return Err(OpError::Error(
+            "the edu device is still busy with an earlier transfer".into(),
+        ));
     }
-    let (src, dst) = if to_ram { (EDU_BUFFER + edu_offset, iova) } else { (iova, EDU_BUFFER + edu_offset) };
+    let (src, dst) = if to_ram {
+        (EDU_BUFFER + edu_offset, iova)
+    } else {
+        (iova, EDU_BUFFER + edu_offset)
+    };
     write_reg(fd, 0, REG_SRC, 8, src)?;
     write_reg(fd, 0, REG_DST, 8, dst)?;
     write_reg(fd, 0, REG_COUNT, 8, count)?;
     let start = Instant::now();
-    write_reg(fd, 0, REG_CMD, 8, CMD_START | if to_ram { CMD_TO_RAM } else { 0 })?;
+    write_reg(
+        fd,
+        0,
+        REG_CMD,
+        8,
+        CMD_START | if to_ram { CMD_TO_RAM } else { 0 },
+    )?;
     while read_reg(fd, 0, REG_CMD, 8)? & CMD_START != 0 {
         if start.elapsed() > timeout {
-            return Err(OpError::Error(format!("edu DMA did not complete within {timeout:?}")));
+            return Err(OpError::Error(format!(
+                "edu DMA did not complete within {timeout:?}"
+            )));
         }
         std::thread::sleep(Duration::from_millis(1));
     }

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use crate::scenario::{Args, Ctx, Object, OpError, OpResult};
-use crate::uapi::{IommuTestCmd, argsz, iofd, iommufd_ioctl as io, ioctl_ptr, test_op};
+use crate::uapi::{IommuTestCmd, argsz, ioctl_ptr, iofd, iommufd_ioctl as io, test_op};
 
 fn id(v: u32) -> Value {
     Value::from(v)
@@ -16,17 +16,33 @@ fn id(v: u32) -> Value {
 
 /// `iommufd.open`.
 pub fn open(ctx: &mut Ctx, _args: &Args) -> OpResult {
-    let f = std::fs::OpenOptions::new().read(true).write(true).open("/dev/iommu").map_err(|e| match e.raw_os_error() {
-        Some(code) => OpError::Errno(code),
-        None => OpError::Error(format!("/dev/iommu: {e}")),
-    })?;
-    Ok(ctx.add(Object::Fd { kind: "iommufd", fd: f.into() }, json!({})))
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/iommu")
+        .map_err(|e| match e.raw_os_error() {
+            Some(code) => OpError::Errno(code),
+            None => OpError::Error(format!("/dev/iommu: {e}")),
+        })?;
+    Ok(ctx.add(
+        Object::Fd {
+            kind: "iommufd",
+            fd: f.into(),
+        },
+        json!({}),
+    ))
 }
 
 /// Whether the selftest command answers on this kernel (an unknown op gives
 /// EOPNOTSUPP with `IOMMUFD_TEST`, ENOTTY without).
 pub fn selftest_present() -> bool {
-    let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(Path::new("/dev/iommu")) else { return false };
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(Path::new("/dev/iommu"))
+    else {
+        return false;
+    };
     let fd: OwnedFd = f.into();
     let mut cmd = IommuTestCmd::new(0xffff, 0);
     matches!(ioctl_ptr(std::os::fd::AsFd::as_fd(&fd), io::TEST_CMD, &mut cmd), Err(e) if e.0 != libc::ENOTTY)
@@ -34,13 +50,21 @@ pub fn selftest_present() -> bool {
 
 /// `iommufd.destroy`.
 pub fn destroy(ctx: &mut Ctx, args: &Args) -> OpResult {
-    let mut d = iofd::iommu_destroy { size: argsz::<iofd::iommu_destroy>(), id: args.u32("id")? };
-    ioctl_ptr(ctx.fd(args, "iommufd")?, io::DESTROY, &mut d).map(Value::from).map_err(Into::into)
+    let mut d = iofd::iommu_destroy {
+        size: argsz::<iofd::iommu_destroy>(),
+        id: args.u32("id")?,
+    };
+    ioctl_ptr(ctx.fd(args, "iommufd")?, io::DESTROY, &mut d)
+        .map(Value::from)
+        .map_err(Into::into)
 }
 
 /// `ioas.alloc`.
 pub fn ioas_alloc(ctx: &mut Ctx, args: &Args) -> OpResult {
-    let mut a = iofd::iommu_ioas_alloc { size: argsz::<iofd::iommu_ioas_alloc>(), ..Default::default() };
+    let mut a = iofd::iommu_ioas_alloc {
+        size: argsz::<iofd::iommu_ioas_alloc>(),
+        ..Default::default()
+    };
     ioctl_ptr(ctx.fd(args, "iommufd")?, io::IOAS_ALLOC, &mut a)?;
     Ok(id(a.out_ioas_id))
 }
@@ -59,8 +83,10 @@ pub fn iova_ranges(ctx: &mut Ctx, args: &Args) -> OpResult {
         };
         match ioctl_ptr(fd, io::IOAS_IOVA_RANGES, &mut r) {
             Ok(_) => {
-                let list: Vec<Value> =
-                    ranges[..r.num_iovas as usize].iter().map(|x| json!([x.start, x.last])).collect();
+                let list: Vec<Value> = ranges[..r.num_iovas as usize]
+                    .iter()
+                    .map(|x| json!([x.start, x.last]))
+                    .collect();
                 return Ok(json!({ "ranges": list, "alignment": r.out_iova_alignment }));
             }
             Err(e) if e.0 == libc::EMSGSIZE && r.num_iovas as usize > ranges.len() => {
@@ -73,12 +99,22 @@ pub fn iova_ranges(ctx: &mut Ctx, args: &Args) -> OpResult {
 
 /// `ioas.allow_iovas`.
 pub fn allow_iovas(ctx: &mut Ctx, args: &Args) -> OpResult {
-    let list = args.get("ranges")?.as_array().ok_or("ranges: expected an array")?;
+    let list = args
+        .get("ranges")?
+        .as_array()
+        .ok_or("ranges: expected an array")?;
     let mut ranges = Vec::new();
     for (i, pair) in list.iter().enumerate() {
-        let p = pair.as_array().filter(|p| p.len() == 2).ok_or_else(|| format!("ranges[{i}]: expected [start, last]"))?;
-        let n = |v: &Value| iobench_proto::ops::parse_u64(v).map_err(|e| format!("ranges[{i}]: {e}"));
-        ranges.push(iofd::iommu_iova_range { start: n(&p[0])?, last: n(&p[1])? });
+        let p = pair
+            .as_array()
+            .filter(|p| p.len() == 2)
+            .ok_or_else(|| format!("ranges[{i}]: expected [start, last]"))?;
+        let n =
+            |v: &Value| iobench_proto::ops::parse_u64(v).map_err(|e| format!("ranges[{i}]: {e}"));
+        ranges.push(iofd::iommu_iova_range {
+            start: n(&p[0])?,
+            last: n(&p[1])?,
+        });
     }
     let mut a = iofd::iommu_ioas_allow_iovas {
         size: argsz::<iofd::iommu_ioas_allow_iovas>(),
@@ -87,7 +123,9 @@ pub fn allow_iovas(ctx: &mut Ctx, args: &Args) -> OpResult {
         allowed_iovas: ranges.as_ptr() as u64,
         ..Default::default()
     };
-    ioctl_ptr(ctx.fd(args, "iommufd")?, io::IOAS_ALLOW_IOVAS, &mut a).map(Value::from).map_err(Into::into)
+    ioctl_ptr(ctx.fd(args, "iommufd")?, io::IOAS_ALLOW_IOVAS, &mut a)
+        .map(Value::from)
+        .map_err(Into::into)
 }
 
 pub fn map_flags(args: &Args, fixed: bool) -> Result<u32, OpError> {
@@ -105,7 +143,14 @@ pub fn map_flags(args: &Args, fixed: bool) -> Result<u32, OpError> {
 }
 
 /// IOMMU_IOAS_MAP; yields the IOVA used.
-pub fn map_raw(fd: BorrowedFd<'_>, ioas: u32, user_va: u64, length: u64, iova: u64, flags: u32) -> Result<u64, OpError> {
+pub fn map_raw(
+    fd: BorrowedFd<'_>,
+    ioas: u32,
+    user_va: u64,
+    length: u64,
+    iova: u64,
+    flags: u32,
+) -> Result<u64, OpError> {
     let mut m = iofd::iommu_ioas_map {
         size: argsz::<iofd::iommu_ioas_map>(),
         flags,
@@ -121,7 +166,12 @@ pub fn map_raw(fd: BorrowedFd<'_>, ioas: u32, user_va: u64, length: u64, iova: u
 
 /// IOMMU_IOAS_UNMAP; yields the length unmapped.
 pub fn unmap_raw(fd: BorrowedFd<'_>, ioas: u32, iova: u64, length: u64) -> Result<u64, OpError> {
-    let mut u = iofd::iommu_ioas_unmap { size: argsz::<iofd::iommu_ioas_unmap>(), ioas_id: ioas, iova, length };
+    let mut u = iofd::iommu_ioas_unmap {
+        size: argsz::<iofd::iommu_ioas_unmap>(),
+        ioas_id: ioas,
+        iova,
+        length,
+    };
     ioctl_ptr(fd, io::IOAS_UNMAP, &mut u)?;
     Ok(u.length)
 }
@@ -131,12 +181,26 @@ pub fn map(ctx: &mut Ctx, args: &Args) -> OpResult {
     let (buf, offset, length) = ctx.buffer_range(args)?;
     let iova = args.opt_u64("iova")?;
     let flags = map_flags(args, iova.is_some())?;
-    map_raw(ctx.fd(args, "iommufd")?, args.u32("ioas")?, buf.addr(offset), length, iova.unwrap_or(0), flags).map(Value::from)
+    map_raw(
+        ctx.fd(args, "iommufd")?,
+        args.u32("ioas")?,
+        buf.addr(offset),
+        length,
+        iova.unwrap_or(0),
+        flags,
+    )
+    .map(Value::from)
 }
 
 /// `ioas.unmap`: yields the length unmapped.
 pub fn unmap(ctx: &mut Ctx, args: &Args) -> OpResult {
-    unmap_raw(ctx.fd(args, "iommufd")?, args.u32("ioas")?, args.u64("iova")?, args.u64("length")?).map(Value::from)
+    unmap_raw(
+        ctx.fd(args, "iommufd")?,
+        args.u32("ioas")?,
+        args.u64("iova")?,
+        args.u64("length")?,
+    )
+    .map(Value::from)
 }
 
 /// `ioas.copy`: yields the destination IOVA.
@@ -209,11 +273,15 @@ pub fn hw_info(ctx: &mut Ctx, args: &Args) -> OpResult {
         0xfeed_beef => "selftest",
         _ => "other",
     };
-    Ok(json!({ "type": ty, "kind": kind, "capabilities": h.out_capabilities, "data_len": h.data_len }))
+    Ok(
+        json!({ "type": ty, "kind": kind, "capabilities": h.out_capabilities, "data_len": h.data_len }),
+    )
 }
 
 fn test_cmd(fd: BorrowedFd<'_>, cmd: &mut IommuTestCmd) -> Result<(), OpError> {
-    ioctl_ptr(fd, io::TEST_CMD, cmd).map(|_| ()).map_err(Into::into)
+    ioctl_ptr(fd, io::TEST_CMD, cmd)
+        .map(|_| ())
+        .map_err(Into::into)
 }
 
 /// `mock.domain`: a mock device bound and attached to the IOAS.
@@ -258,7 +326,10 @@ pub fn access_create(ctx: &mut Ctx, args: &Args) -> OpResult {
     test_cmd(ctx.fd(args, "iommufd")?, &mut c)?;
     // SAFETY: the kernel returned a new descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(c.word(0) as i32) };
-    Ok(ctx.add(Object::Fd { kind: "access", fd }, json!({ "access_fd": c.word(0) })))
+    Ok(ctx.add(
+        Object::Fd { kind: "access", fd },
+        json!({ "access_fd": c.word(0) }),
+    ))
 }
 
 fn access_id(ctx: &Ctx, args: &Args) -> Result<u32, OpError> {

@@ -111,14 +111,21 @@ fn mem_fill(ctx: &mut Ctx, args: &Args) -> OpResult {
 
 fn mem_check(ctx: &mut Ctx, args: &Args) -> OpResult {
     let (buf, offset, length) = ctx.buffer_range(args)?;
-    buf.check(args.pattern("pattern")?, offset, length).map(|_| Value::Null).map_err(OpError::Error)
+    buf.check(args.pattern("pattern")?, offset, length)
+        .map(|_| Value::Null)
+        .map_err(OpError::Error)
 }
 
 fn file_read(_ctx: &mut Ctx, args: &Args) -> OpResult {
     let path = args.str("path")?;
     match std::fs::read(path) {
-        Ok(b) => Ok(Value::String(String::from_utf8_lossy(&b).trim().to_string())),
-        Err(e) => Err(e.raw_os_error().map(OpError::Errno).unwrap_or_else(|| OpError::Error(format!("{path}: {e}")))),
+        Ok(b) => Ok(Value::String(
+            String::from_utf8_lossy(&b).trim().to_string(),
+        )),
+        Err(e) => Err(e
+            .raw_os_error()
+            .map(OpError::Errno)
+            .unwrap_or_else(|| OpError::Error(format!("{path}: {e}")))),
     }
 }
 
@@ -126,7 +133,10 @@ fn file_write(_ctx: &mut Ctx, args: &Args) -> OpResult {
     let path = args.str("path")?;
     match std::fs::write(path, args.str("data")?) {
         Ok(()) => Ok(Value::Null),
-        Err(e) => Err(e.raw_os_error().map(OpError::Errno).unwrap_or_else(|| OpError::Error(format!("{path}: {e}")))),
+        Err(e) => Err(e
+            .raw_os_error()
+            .map(OpError::Errno)
+            .unwrap_or_else(|| OpError::Error(format!("{path}: {e}")))),
     }
 }
 
@@ -179,13 +189,21 @@ fn check(_ctx: &mut Ctx, args: &Args) -> OpResult {
             }
         }
     }
-    if failed.is_empty() { Ok(value.clone()) } else { Err(OpError::Error(failed.join("; "))) }
+    if failed.is_empty() {
+        Ok(value.clone())
+    } else {
+        Err(OpError::Error(failed.join("; ")))
+    }
 }
 
 /// Feature names for the inventory that need an ioctl to find out.
 pub fn probed_features() -> Vec<&'static str> {
     let mut out = Vec::new();
-    if let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/vfio/vfio") {
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/vfio/vfio")
+    {
         let fd = std::os::fd::AsFd::as_fd(&f);
         if vfio::container_has(fd, "type1v2") {
             out.push("vfio-type1v2");

@@ -50,13 +50,21 @@ pub fn bind(_ctx: &mut Ctx, args: &Args) -> OpResult {
 /// `vfio.container_open`.
 pub fn container_open(ctx: &mut Ctx, _args: &Args) -> OpResult {
     let fd = open_rw(Path::new("/dev/vfio/vfio"))?;
-    Ok(ctx.add(Object::Fd { kind: "container", fd }, json!({})))
+    Ok(ctx.add(
+        Object::Fd {
+            kind: "container",
+            fd,
+        },
+        json!({}),
+    ))
 }
 
 /// `vfio.group_open`.
 pub fn group_open(ctx: &mut Ctx, args: &Args) -> OpResult {
     let f = function(args)?;
-    let group = f.iommu_group.ok_or_else(|| format!("{} is in no IOMMU group", f.bdf))?;
+    let group = f
+        .iommu_group
+        .ok_or_else(|| format!("{} is in no IOMMU group", f.bdf))?;
     if f.driver.as_deref() != Some("vfio-pci") {
         return Err(OpError::Error(format!(
             "{} is bound to {:?}, not vfio-pci (add a pci.bind_vfio step)",
@@ -64,12 +72,18 @@ pub fn group_open(ctx: &mut Ctx, args: &Args) -> OpResult {
         )));
     }
     let fd = open_rw(&Path::new("/dev/vfio").join(group.to_string()))?;
-    Ok(ctx.add(Object::Fd { kind: "group", fd }, json!({ "group": group, "bdf": f.bdf })))
+    Ok(ctx.add(
+        Object::Fd { kind: "group", fd },
+        json!({ "group": group, "bdf": f.bdf }),
+    ))
 }
 
 /// `vfio.group_status`.
 pub fn group_status(ctx: &mut Ctx, args: &Args) -> OpResult {
-    let mut st = vfio::vfio_group_status { argsz: argsz::<vfio::vfio_group_status>(), flags: 0 };
+    let mut st = vfio::vfio_group_status {
+        argsz: argsz::<vfio::vfio_group_status>(),
+        flags: 0,
+    };
     ioctl_ptr(ctx.fd(args, "group")?, io::GROUP_GET_STATUS, &mut st)?;
     Ok(json!({
         "viable": st.flags & vfio::VFIO_GROUP_FLAGS_VIABLE != 0,
@@ -80,24 +94,36 @@ pub fn group_status(ctx: &mut Ctx, args: &Args) -> OpResult {
 /// `vfio.group_set_container`.
 pub fn group_set_container(ctx: &mut Ctx, args: &Args) -> OpResult {
     let mut container = ctx.fd(args, "container")?.as_raw_fd();
-    ioctl_ptr(ctx.fd(args, "group")?, io::GROUP_SET_CONTAINER, &mut container).map(Value::from).map_err(Into::into)
+    ioctl_ptr(
+        ctx.fd(args, "group")?,
+        io::GROUP_SET_CONTAINER,
+        &mut container,
+    )
+    .map(Value::from)
+    .map_err(Into::into)
 }
 
 /// `vfio.group_unset_container`.
 pub fn group_unset_container(ctx: &mut Ctx, args: &Args) -> OpResult {
-    ioctl_val(ctx.fd(args, "group")?, io::GROUP_UNSET_CONTAINER, 0).map(Value::from).map_err(Into::into)
+    ioctl_val(ctx.fd(args, "group")?, io::GROUP_UNSET_CONTAINER, 0)
+        .map(Value::from)
+        .map_err(Into::into)
 }
 
 /// `vfio.check_extension`.
 pub fn check_extension(ctx: &mut Ctx, args: &Args) -> OpResult {
     let ext = extension(args.str("extension")?)?;
-    ioctl_val(ctx.fd(args, "container")?, io::CHECK_EXTENSION, ext.into()).map(Value::from).map_err(Into::into)
+    ioctl_val(ctx.fd(args, "container")?, io::CHECK_EXTENSION, ext.into())
+        .map(Value::from)
+        .map_err(Into::into)
 }
 
 /// `vfio.set_iommu`.
 pub fn set_iommu(ctx: &mut Ctx, args: &Args) -> OpResult {
     let ext = extension(args.str("type")?)?;
-    ioctl_val(ctx.fd(args, "container")?, io::SET_IOMMU, ext.into()).map(Value::from).map_err(Into::into)
+    ioctl_val(ctx.fd(args, "container")?, io::SET_IOMMU, ext.into())
+        .map(Value::from)
+        .map_err(Into::into)
 }
 
 /// `vfio.device_open`.
@@ -106,7 +132,13 @@ pub fn device_open(ctx: &mut Ctx, args: &Args) -> OpResult {
     let mut name = f.bdf.clone().into_bytes();
     name.push(0);
     // SAFETY: GET_DEVICE_FD takes a NUL-terminated device name.
-    let r = unsafe { libc::ioctl(ctx.fd(args, "group")?.as_raw_fd(), io::GROUP_GET_DEVICE_FD, name.as_ptr()) };
+    let r = unsafe {
+        libc::ioctl(
+            ctx.fd(args, "group")?.as_raw_fd(),
+            io::GROUP_GET_DEVICE_FD,
+            name.as_ptr(),
+        )
+    };
     if r < 0 {
         return Err(crate::uapi::Errno::last().into());
     }
@@ -117,18 +149,27 @@ pub fn device_open(ctx: &mut Ctx, args: &Args) -> OpResult {
 
 /// `vfio.device_info`.
 pub fn device_info(ctx: &mut Ctx, args: &Args) -> OpResult {
-    let mut info = vfio::vfio_device_info { argsz: argsz::<vfio::vfio_device_info>(), ..Default::default() };
+    let mut info = vfio::vfio_device_info {
+        argsz: argsz::<vfio::vfio_device_info>(),
+        ..Default::default()
+    };
     ioctl_ptr(ctx.fd(args, "device")?, io::DEVICE_GET_INFO, &mut info)?;
     Ok(json!({ "flags": info.flags, "num_regions": info.num_regions, "num_irqs": info.num_irqs }))
 }
 
 /// `vfio.device_reset`.
 pub fn device_reset(ctx: &mut Ctx, args: &Args) -> OpResult {
-    ioctl_val(ctx.fd(args, "device")?, io::DEVICE_RESET, 0).map(Value::from).map_err(Into::into)
+    ioctl_val(ctx.fd(args, "device")?, io::DEVICE_RESET, 0)
+        .map(Value::from)
+        .map_err(Into::into)
 }
 
 fn region_info(fd: BorrowedFd<'_>, index: u32) -> Result<vfio::vfio_region_info, OpError> {
-    let mut info = vfio::vfio_region_info { argsz: argsz::<vfio::vfio_region_info>(), index, ..Default::default() };
+    let mut info = vfio::vfio_region_info {
+        argsz: argsz::<vfio::vfio_region_info>(),
+        index,
+        ..Default::default()
+    };
     ioctl_ptr(fd, io::DEVICE_GET_REGION_INFO, &mut info)?;
     Ok(info)
 }
@@ -142,7 +183,10 @@ pub fn region(fd: BorrowedFd<'_>, index: u32) -> Result<(u64, u64), OpError> {
 /// devices (edu) are big-endian on `qemu-system-ppc64`, little-endian on x86.
 const DEVICE_BIG_ENDIAN: bool = cfg!(target_arch = "powerpc64");
 
-fn with_file<T>(fd: BorrowedFd<'_>, f: impl FnOnce(&File) -> std::io::Result<T>) -> Result<T, OpError> {
+fn with_file<T>(
+    fd: BorrowedFd<'_>,
+    f: impl FnOnce(&File) -> std::io::Result<T>,
+) -> Result<T, OpError> {
     let file = File::from(fd.try_clone_to_owned().map_err(|e| format!("dup: {e}"))?);
     f(&file).map_err(|e| match e.raw_os_error() {
         Some(code) => OpError::Errno(code),
@@ -151,7 +195,12 @@ fn with_file<T>(fd: BorrowedFd<'_>, f: impl FnOnce(&File) -> std::io::Result<T>)
 }
 
 /// Reads a 4- or 8-byte register with one `pread` (edu faults on smaller accesses).
-pub fn read_reg(fd: BorrowedFd<'_>, region_index: u32, offset: u64, width: u64) -> Result<u64, OpError> {
+pub fn read_reg(
+    fd: BorrowedFd<'_>,
+    region_index: u32,
+    offset: u64,
+    width: u64,
+) -> Result<u64, OpError> {
     let (base, size) = region(fd, region_index)?;
     check_access(offset, width, size)?;
     let mut buf = [0u8; 8];
@@ -169,7 +218,13 @@ pub fn read_reg(fd: BorrowedFd<'_>, region_index: u32, offset: u64, width: u64) 
 }
 
 /// Writes a 4- or 8-byte register with one `pwrite`.
-pub fn write_reg(fd: BorrowedFd<'_>, region_index: u32, offset: u64, width: u64, value: u64) -> Result<(), OpError> {
+pub fn write_reg(
+    fd: BorrowedFd<'_>,
+    region_index: u32,
+    offset: u64,
+    width: u64,
+    value: u64,
+) -> Result<(), OpError> {
     let (base, size) = region(fd, region_index)?;
     check_access(offset, width, size)?;
     let bytes: Vec<u8> = match (width, DEVICE_BIG_ENDIAN) {
@@ -180,7 +235,10 @@ pub fn write_reg(fd: BorrowedFd<'_>, region_index: u32, offset: u64, width: u64,
     };
     let n = with_file(fd, |f| f.write_at(&bytes, base + offset))?;
     if n != bytes.len() {
-        return Err(OpError::Error(format!("short write: {n} of {} bytes", bytes.len())));
+        return Err(OpError::Error(format!(
+            "short write: {n} of {} bytes",
+            bytes.len()
+        )));
     }
     Ok(())
 }
@@ -190,7 +248,9 @@ fn check_access(offset: u64, width: u64, size: u64) -> Result<(), OpError> {
         return Err(OpError::Error(format!("width must be 4 or 8, not {width}")));
     }
     if offset % width != 0 || offset + width > size {
-        return Err(OpError::Error(format!("{width}-byte access at {offset:#x} in a {size:#x}-byte region")));
+        return Err(OpError::Error(format!(
+            "{width}-byte access at {offset:#x} in a {size:#x}-byte region"
+        )));
     }
     Ok(())
 }
@@ -211,12 +271,22 @@ pub fn region_mmap_read(ctx: &mut Ctx, args: &Args) -> OpResult {
     let (offset, width) = (args.u64("offset")?, args.u64_or("width", 4)?);
     check_access(offset, width, info.size)?;
     if info.flags & vfio::VFIO_REGION_INFO_FLAG_MMAP == 0 {
-        return Err(OpError::Error(format!("region {} cannot be mmapped", info.index)));
+        return Err(OpError::Error(format!(
+            "region {} cannot be mmapped",
+            info.index
+        )));
     }
     let len = info.size as usize;
     // SAFETY: a fresh shared mapping of the device region; nothing else refers to it.
     let p = unsafe {
-        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, fd.as_raw_fd(), info.offset as libc::off_t)
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            info.offset as libc::off_t,
+        )
     };
     if p == libc::MAP_FAILED {
         return Err(crate::uapi::Errno::last().into());
@@ -225,7 +295,11 @@ pub fn region_mmap_read(ctx: &mut Ctx, args: &Args) -> OpResult {
     // to the width; volatile because this is device memory.
     let raw = unsafe {
         let at = p.cast::<u8>().add(offset as usize);
-        if width == 4 { u64::from(std::ptr::read_volatile(at.cast::<u32>())) } else { std::ptr::read_volatile(at.cast::<u64>()) }
+        if width == 4 {
+            u64::from(std::ptr::read_volatile(at.cast::<u32>()))
+        } else {
+            std::ptr::read_volatile(at.cast::<u64>())
+        }
     };
     // SAFETY: unmapping exactly what was mapped above.
     unsafe { libc::munmap(p, len) };
@@ -241,13 +315,23 @@ pub fn region_mmap_read(ctx: &mut Ctx, args: &Args) -> OpResult {
 /// `vfio.region_read`.
 pub fn region_read(ctx: &mut Ctx, args: &Args) -> OpResult {
     let region = args.u64_or("region", 0)? as u32;
-    read_reg(ctx.fd(args, "device")?, region, args.u64("offset")?, args.u64_or("width", 4)?).map(Value::from)
+    read_reg(
+        ctx.fd(args, "device")?,
+        region,
+        args.u64("offset")?,
+        args.u64_or("width", 4)?,
+    )
+    .map(Value::from)
 }
 
 /// `vfio.region_write`.
 pub fn region_write(ctx: &mut Ctx, args: &Args) -> OpResult {
     let region = args.u64_or("region", 0)? as u32;
-    let (offset, value, width) = (args.u64("offset")?, args.u64("value")?, args.u64_or("width", 4)?);
+    let (offset, value, width) = (
+        args.u64("offset")?,
+        args.u64("value")?,
+        args.u64_or("width", 4)?,
+    );
     write_reg(ctx.fd(args, "device")?, region, offset, width, value).map(|_| Value::Null)
 }
 
@@ -263,9 +347,20 @@ pub fn rw_flags(args: &Args) -> Result<u32, OpError> {
 }
 
 /// VFIO_IOMMU_MAP_DMA (type1 and sPAPR share the struct); the ioctl's return value.
-pub fn map_raw(fd: BorrowedFd<'_>, vaddr: u64, iova: u64, size: u64, flags: u32) -> Result<i32, OpError> {
-    let mut m =
-        vfio::vfio_iommu_type1_dma_map { argsz: argsz::<vfio::vfio_iommu_type1_dma_map>(), flags, vaddr, iova, size };
+pub fn map_raw(
+    fd: BorrowedFd<'_>,
+    vaddr: u64,
+    iova: u64,
+    size: u64,
+    flags: u32,
+) -> Result<i32, OpError> {
+    let mut m = vfio::vfio_iommu_type1_dma_map {
+        argsz: argsz::<vfio::vfio_iommu_type1_dma_map>(),
+        flags,
+        vaddr,
+        iova,
+        size,
+    };
     ioctl_ptr(fd, io::MAP_DMA, &mut m).map_err(Into::into)
 }
 
@@ -283,17 +378,32 @@ pub fn unmap_raw(fd: BorrowedFd<'_>, iova: u64, size: u64) -> Result<i32, OpErro
 /// `vfio.map_dma`.
 pub fn map_dma(ctx: &mut Ctx, args: &Args) -> OpResult {
     let (buf, offset, length) = ctx.buffer_range(args)?;
-    map_raw(ctx.fd(args, "container")?, buf.addr(offset), args.u64("iova")?, length, rw_flags(args)?).map(Value::from)
+    map_raw(
+        ctx.fd(args, "container")?,
+        buf.addr(offset),
+        args.u64("iova")?,
+        length,
+        rw_flags(args)?,
+    )
+    .map(Value::from)
 }
 
 /// `vfio.unmap_dma`.
 pub fn unmap_dma(ctx: &mut Ctx, args: &Args) -> OpResult {
-    unmap_raw(ctx.fd(args, "container")?, args.u64("iova")?, args.u64("length")?).map(Value::from)
+    unmap_raw(
+        ctx.fd(args, "container")?,
+        args.u64("iova")?,
+        args.u64("length")?,
+    )
+    .map(Value::from)
 }
 
 /// `spapr.tce_info`.
 pub fn tce_info(ctx: &mut Ctx, args: &Args) -> OpResult {
-    let mut i = vfio::vfio_iommu_spapr_tce_info { argsz: argsz::<vfio::vfio_iommu_spapr_tce_info>(), ..Default::default() };
+    let mut i = vfio::vfio_iommu_spapr_tce_info {
+        argsz: argsz::<vfio::vfio_iommu_spapr_tce_info>(),
+        ..Default::default()
+    };
     ioctl_ptr(ctx.fd(args, "container")?, io::SPAPR_TCE_GET_INFO, &mut i)?;
     Ok(json!({
         "flags": i.flags,
@@ -313,7 +423,9 @@ fn register(ctx: &mut Ctx, args: &Args, req: libc::Ioctl) -> OpResult {
         vaddr: buf.addr(offset),
         size: length,
     };
-    ioctl_ptr(ctx.fd(args, "container")?, req, &mut r).map(Value::from).map_err(Into::into)
+    ioctl_ptr(ctx.fd(args, "container")?, req, &mut r)
+        .map(Value::from)
+        .map_err(Into::into)
 }
 
 /// `spapr.register_memory`.
@@ -346,35 +458,57 @@ pub fn remove_window(ctx: &mut Ctx, args: &Args) -> OpResult {
         flags: 0,
         start_addr: args.u64("start_addr")?,
     };
-    ioctl_ptr(ctx.fd(args, "container")?, io::SPAPR_TCE_REMOVE, &mut r).map(Value::from).map_err(Into::into)
+    ioctl_ptr(ctx.fd(args, "container")?, io::SPAPR_TCE_REMOVE, &mut r)
+        .map(Value::from)
+        .map_err(Into::into)
 }
 
 /// `eeh.pe_op`.
 pub fn eeh_pe_op(ctx: &mut Ctx, args: &Args) -> OpResult {
     let name = args.str("action")?;
-    let op = EEH_OPS.iter().position(|o| *o == name).ok_or_else(|| format!("unknown EEH op {name:?}"))?;
-    let mut p = vfio::vfio_eeh_pe_op { argsz: argsz::<vfio::vfio_eeh_pe_op>(), op: op as u32, ..Default::default() };
+    let op = EEH_OPS
+        .iter()
+        .position(|o| *o == name)
+        .ok_or_else(|| format!("unknown EEH op {name:?}"))?;
+    let mut p = vfio::vfio_eeh_pe_op {
+        argsz: argsz::<vfio::vfio_eeh_pe_op>(),
+        op: op as u32,
+        ..Default::default()
+    };
     p.__bindgen_anon_1.err = vfio::vfio_eeh_pe_err {
         type_: args.u64_or("type", 0)? as u32,
         func: args.u64_or("func", 0)? as u32,
         addr: args.u64_or("addr", 0)?,
         mask: args.u64_or("mask", 0)?,
     };
-    ioctl_ptr(ctx.fd(args, "container")?, io::EEH_PE_OP, &mut p).map(Value::from).map_err(Into::into)
+    ioctl_ptr(ctx.fd(args, "container")?, io::EEH_PE_OP, &mut p)
+        .map(Value::from)
+        .map_err(Into::into)
 }
 
 /// `vfio.cdev_open`: the function's `/dev/vfio/devices/vfioN`.
 pub fn cdev_open(ctx: &mut Ctx, args: &Args) -> OpResult {
     let f = function(args)?;
-    let dir = Path::new("/sys/bus/pci/devices").join(&f.bdf).join("vfio-dev");
+    let dir = Path::new("/sys/bus/pci/devices")
+        .join(&f.bdf)
+        .join("vfio-dev");
     let name = std::fs::read_dir(&dir)
-        .map_err(|e| format!("{}: {e} (is {} bound to vfio-pci, with VFIO_DEVICE_CDEV?)", dir.display(), f.bdf))?
+        .map_err(|e| {
+            format!(
+                "{}: {e} (is {} bound to vfio-pci, with VFIO_DEVICE_CDEV?)",
+                dir.display(),
+                f.bdf
+            )
+        })?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with("vfio"))
         .ok_or_else(|| format!("{} has no vfio cdev", dir.display()))?;
     let fd = open_rw(&Path::new("/dev/vfio/devices").join(&name))?;
-    Ok(ctx.add(Object::Fd { kind: "device", fd }, json!({ "bdf": f.bdf, "cdev": name })))
+    Ok(ctx.add(
+        Object::Fd { kind: "device", fd },
+        json!({ "bdf": f.bdf, "cdev": name }),
+    ))
 }
 
 /// `vfio.cdev_bind`.
@@ -395,7 +529,11 @@ pub fn cdev_attach(ctx: &mut Ctx, args: &Args) -> OpResult {
         pt_id: args.u32("pt_id")?,
         ..Default::default()
     };
-    ioctl_ptr(ctx.fd(args, "device")?, io::DEVICE_ATTACH_IOMMUFD_PT, &mut a)?;
+    ioctl_ptr(
+        ctx.fd(args, "device")?,
+        io::DEVICE_ATTACH_IOMMUFD_PT,
+        &mut a,
+    )?;
     Ok(a.pt_id.into())
 }
 
@@ -405,5 +543,11 @@ pub fn cdev_detach(ctx: &mut Ctx, args: &Args) -> OpResult {
         argsz: argsz::<vfio::vfio_device_detach_iommufd_pt>(),
         ..Default::default()
     };
-    ioctl_ptr(ctx.fd(args, "device")?, io::DEVICE_DETACH_IOMMUFD_PT, &mut d).map(Value::from).map_err(Into::into)
+    ioctl_ptr(
+        ctx.fd(args, "device")?,
+        io::DEVICE_DETACH_IOMMUFD_PT,
+        &mut d,
+    )
+    .map(Value::from)
+    .map_err(Into::into)
 }

@@ -42,43 +42,66 @@ fn unknown_device_kind_is_rejected() {
 
 #[test]
 fn bad_size_is_rejected() {
-    let e = parse(&q35().replace("memory = \"1G\"", "memory = \"lots\"")).unwrap_err().to_string();
+    let e = parse(&q35().replace("memory = \"1G\"", "memory = \"lots\""))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("bad size"), "{e}");
-    let e = parse(&q35().replace("memory = \"1G\"", "memory = \"1M\"")).unwrap_err().to_string();
+    let e = parse(&q35().replace("memory = \"1G\"", "memory = \"1M\""))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("too small"), "{e}");
 }
 
 #[test]
 fn broken_toml_is_reported() {
     let e = parse("name = \"x\"\narch = [").unwrap_err().to_string();
-    assert!(e.starts_with("t.toml:2:") || e.starts_with("t.toml:3:"), "{e}");
+    assert!(
+        e.starts_with("t.toml:2:") || e.starts_with("t.toml:3:"),
+        "{e}"
+    );
 }
 
 #[test]
 fn arch_and_machine_must_agree() {
-    let e = parse(&q35().replace("machine = \"q35\"", "machine = \"pseries\"")).unwrap_err().to_string();
+    let e = parse(&q35().replace("machine = \"q35\"", "machine = \"pseries\""))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("needs machine \"q35\""), "{e}");
 }
 
 #[test]
 fn pseries_devices_need_their_own_phb() {
     let text = std::fs::read_to_string(Path::new(DIR).join("pseries-2pe.toml")).unwrap();
-    let e = parse(&text.replace("phb = 2", "phb = 1")).unwrap_err().to_string();
+    let e = parse(&text.replace("phb = 2", "phb = 1"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not shared"), "{e}");
-    let e = parse(&text.replace("phb = 2\n", "")).unwrap_err().to_string();
+    let e = parse(&text.replace("phb = 2\n", ""))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("need phb"), "{e}");
 }
 
 #[test]
 fn unknown_machine_lists_the_available_ones() {
-    let e = Machine::find(Path::new(DIR), "vax").unwrap_err().to_string();
-    assert!(e.contains("unknown machine \"vax\"") && e.contains("q35"), "{e}");
+    let e = Machine::find(Path::new(DIR), "vax")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unknown machine \"vax\"") && e.contains("q35"),
+        "{e}"
+    );
 }
 
 #[test]
 fn overrides_apply() {
     let mut m = parse(&q35()).unwrap();
-    m.apply(&Overrides { memory: Some(Size::parse("2G").unwrap()), cpus: Some(2), extra_args: vec!["-S".into()], cmdline: Some("foo=1".into()) });
+    m.apply(&Overrides {
+        memory: Some(Size::parse("2G").unwrap()),
+        cpus: Some(2),
+        extra_args: vec!["-S".into()],
+        cmdline: Some("foo=1".into()),
+    });
     assert_eq!(m.memory, Size(2 << 30));
     assert_eq!(m.cpus, 2);
     assert_eq!(m.qemu.extra_args, vec!["-S"]);

@@ -47,21 +47,33 @@ fn error_at(text: &str) -> (usize, String) {
 fn a_good_file_parses_into_steps_with_lines() {
     let s = parse(GOOD).unwrap();
     assert_eq!(s.scenario.steps.len(), 4);
-    assert_eq!(s.step_origins.iter().map(|o| o.1).collect::<Vec<_>>(), vec![6, 10, 16, 23]);
+    assert_eq!(
+        s.step_origins.iter().map(|o| o.1).collect::<Vec<_>>(),
+        vec![6, 10, 16, 23]
+    );
     let map = &s.scenario.steps[3];
     assert_eq!(map.expect, Expect::Errno("ENXIO".into()));
     assert_eq!(map.args["iova"], Value::from("$win.start_addr+0x10000"));
     assert_eq!(s.scenario.steps[0].bind.as_deref(), Some("c"));
     assert!(s.applies_to("pseries") && !s.applies_to("q35"));
-    assert_eq!(s.missing_features(&["iommufd".into()]), vec!["vfio-spapr-tce-v2".to_string()]);
+    assert_eq!(
+        s.missing_features(&["iommufd".into()]),
+        vec!["vfio-spapr-tce-v2".to_string()]
+    );
 }
 
 #[test]
 fn unknown_op_is_reported_at_its_line_with_suggestions() {
-    let text = GOOD.replace("op = \"spapr.create_window\"", "op = \"spapr.create_windw\"");
+    let text = GOOD.replace(
+        "op = \"spapr.create_window\"",
+        "op = \"spapr.create_windw\"",
+    );
     let (line, msg) = error_at(&text);
     assert_eq!(line, 17);
-    assert!(msg.contains("unknown op \"spapr.create_windw\"") && msg.contains("spapr.create_window"), "{msg}");
+    assert!(
+        msg.contains("unknown op \"spapr.create_windw\"") && msg.contains("spapr.create_window"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -80,15 +92,24 @@ fn bad_literals_are_errors() {
     assert!(msg.contains("not a number"), "{msg}");
     let (_, msg) = error_at(&GOOD.replace("fill = \"seq:1\"", "fill = \"stripes\""));
     assert!(msg.contains("not a pattern"), "{msg}");
-    let (_, msg) = error_at(&GOOD.replace("container = \"$c\"\npage_shift", "container = 3\npage_shift"));
+    let (_, msg) = error_at(&GOOD.replace(
+        "container = \"$c\"\npage_shift",
+        "container = 3\npage_shift",
+    ));
     assert!(msg.contains("$reference"), "{msg}");
 }
 
 #[test]
 fn references_must_be_bound_earlier() {
-    let (line, msg) = error_at(&GOOD.replace("iova = \"$win.start_addr+0x10000\"", "iova = \"$window.start_addr\""));
+    let (line, msg) = error_at(&GOOD.replace(
+        "iova = \"$win.start_addr+0x10000\"",
+        "iova = \"$window.start_addr\"",
+    ));
     assert_eq!(line, 27);
-    assert!(msg.contains("$window is not bound") && msg.contains("$win"), "{msg}");
+    assert!(
+        msg.contains("$window is not bound") && msg.contains("$win"),
+        "{msg}"
+    );
     let (_, msg) = error_at(&GOOD.replace("$win.start_addr+0x10000", "$win.start_addr+lots"));
     assert!(msg.contains("bad reference"), "{msg}");
 }
@@ -115,7 +136,10 @@ fn broken_toml_names_the_line() {
 #[test]
 fn names_come_from_the_path_under_the_root() {
     let root = Path::new("/r/scenarios");
-    assert_eq!(name_for(&root.join("windows/map_outside.toml"), Some(root)), "windows::map_outside");
+    assert_eq!(
+        name_for(&root.join("windows/map_outside.toml"), Some(root)),
+        "windows::map_outside"
+    );
     assert_eq!(name_for(Path::new("/tmp/repro.toml"), None), "repro");
 }
 
@@ -124,12 +148,20 @@ fn the_shipped_catalogue_is_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
     let all = load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
     assert!(all.len() >= 10, "only {} scenarios", all.len());
-    let machines = crate::machine::available(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../qemu-configs"));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut machines = crate::machine::available(&root.join("qemu-configs"));
+    let targets = crate::target::TargetsFile::load(&root.join("targets/lab.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    machines.extend(targets.target.into_keys());
     let bench = load_dir(&dir.join("_bench")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(bench.len(), 3);
     for s in all.iter().chain(&bench) {
         for m in &s.machines {
-            assert!(machines.contains(m), "{}: unknown machine {m}", s.path.display());
+            assert!(
+                machines.contains(m),
+                "{}: unknown machine or target {m}",
+                s.path.display()
+            );
         }
     }
 }

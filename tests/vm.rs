@@ -483,6 +483,117 @@ fn crash_mid_scenario(m: &Manifest, machine: &str, trial: &str) -> Result<(), Fa
     Ok(())
 }
 
+/// The host freezes the PE over QMP (`qom-set phb1 x-eeh-freeze`) while the
+/// agent sleeps inside a scenario; the guest then sees it stopped through
+/// VFIO, its MMIO reads all-ones, and recovery brings DMA back.
+fn host_qmp_freeze(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
+    let steps = r#"
+requires = ["vfio-spapr-tce-v2"]
+[[step]]
+include = "_common/spapr_container.toml"
+[[step]]
+include = "_common/buffers.toml"
+[[step]]
+include = "_common/spapr_register.toml"
+[[step]]
+op = "vfio.map_dma"
+container = "$c"
+iova = 0x10000
+buffer = "$src"
+[[step]]
+op = "vfio.map_dma"
+container = "$c"
+iova = 0x20000
+buffer = "$dst"
+[[step]]
+op = "eeh.pe_op"
+container = "$c"
+action = "enable"
+[[step]]
+op = "edu.dma"
+device = "$dev"
+direction = "to_device"
+iova = 0x10000
+count = 4096
+[[step]]
+op = "eeh.pe_op"
+container = "$c"
+action = "get_state"
+expect = { value = 0 }
+[[step]]
+op = "debug.sleep"
+ms = 1500
+[[step]]
+op = "eeh.pe_op"
+container = "$c"
+action = "get_state"
+expect = { value = 2 }
+[[step]]
+op = "vfio.region_read"
+device = "$dev"
+offset = 0
+width = 4
+expect = { value = 0xffffffff }
+[[step]]
+op = "eeh.pe_op"
+container = "$c"
+action = "reset_hot"
+[[step]]
+op = "eeh.pe_op"
+container = "$c"
+action = "reset_deactivate"
+[[step]]
+op = "eeh.pe_op"
+container = "$c"
+action = "configure"
+[[step]]
+op = "eeh.pe_op"
+container = "$c"
+action = "get_state"
+expect = { value = 0 }
+[[step]]
+op = "edu.dma"
+device = "$dev"
+direction = "from_device"
+iova = 0x20000
+count = 4096
+[[step]]
+op = "mem.check"
+buffer = "$dst"
+length = 4096
+pattern = "seq:11"
+"#;
+    let text = format!("description = \"host QMP freeze\"\nmachines = [\"{machine}\"]\n{steps}");
+    let path = m.scenarios_dir.join("host_qmp_freeze.toml");
+    let file = harness::scenario::ScenarioFile::parse(&text, &path, "host_qmp_freeze")
+        .map_err(|e| e.to_string())?;
+    let sleep_step = file
+        .scenario
+        .steps
+        .iter()
+        .position(|s| s.op == "debug.sleep")
+        .ok_or("no sleep step")?;
+    let mut vm = Vm::boot(spec(m, machine, trial, GuestMode::Agent, "")?)?;
+    let qmp = vm.qmp_socket().to_path_buf();
+    let mut frozen = Ok(serde_json::Value::Null);
+    let run = harness::scenario::run_on(&mut vm, &file, |r| {
+        // The step before the sleep is done: freeze while the agent sleeps.
+        if r.index + 1 == sleep_step {
+            frozen = harness::qmp::execute(
+                &qmp,
+                "qom-set",
+                serde_json::json!({"path": "/machine/peripheral/phb1", "property": "x-eeh-freeze", "value": true}),
+            );
+        }
+    });
+    frozen.map_err(|e| format!("QMP qom-set x-eeh-freeze: {e}"))?;
+    if !run.passed() {
+        return Err(run.failure_report(&file, &vm).into());
+    }
+    vm.poweroff()?;
+    Ok(())
+}
+
 fn catalogue_scenario(m: &Manifest, rel: &str) -> Result<harness::scenario::ScenarioFile, Failed> {
     harness::scenario::ScenarioFile::load(&m.scenarios_dir.join(rel), Some(&m.scenarios_dir))
         .map_err(|e| e.to_string().into())
@@ -677,6 +788,11 @@ const TRIALS: &[(&str, &str, Check)] = &[
     ),
     ("harness::target::ssh_loopback", "pseries", ssh_loopback),
     ("pseries::target::serial_console", "pseries", serial_console),
+    (
+        "pseries-eeh::eeh::host_qmp_freeze",
+        "pseries-eeh",
+        host_qmp_freeze,
+    ),
 ];
 
 /// Runs a trial body and keeps its record for the JUnit/JSON reports.
@@ -902,13 +1018,10 @@ fn main() {
         trials = t;
         target_pool = p;
     }
-    let pool = manifest
-        .as_ref()
-        .filter(|_| !target_mode)
-        .map(|m| {
-            let machines = harness::machine::available(&m.machines_dir);
-            Arc::new(Pool::new((**m).clone(), machines))
-        });
+    let pool = manifest.as_ref().filter(|_| !target_mode).map(|m| {
+        let machines = harness::machine::available(&m.machines_dir);
+        Arc::new(Pool::new((**m).clone(), machines))
+    });
     match (&manifest, &pool) {
         (Some(m), Some(p)) => trials.extend(scenario_trials(m, p, &records, skip.is_some())),
         _ if target_mode => {}

@@ -153,6 +153,10 @@ pub enum Device {
         /// DMA address mask (QEMU's default `(1<<28)-1` truncates IOVAs).
         #[serde(default = "full_mask")]
         dma_mask: String,
+        /// pseries only: emulated EEH on its PHB (`x-emu-eeh=on`; needs
+        /// `build = "patched"`, see `qemu-patches/`).
+        #[serde(default)]
+        eeh: bool,
     },
 }
 
@@ -303,9 +307,21 @@ impl Machine {
         let mut phbs = std::collections::BTreeSet::new();
         for d in &m.devices {
             let Device::Edu {
-                id, phb, dma_mask, ..
+                id,
+                phb,
+                dma_mask,
+                eeh,
+                ..
             } = d;
             let at = line_of_key(&format!("\"{id}\""));
+            if *eeh && (m.arch != Arch::Ppc64le || m.qemu.build != "patched") {
+                return Err(err(
+                    at,
+                    format!(
+                        "device {id:?}: eeh = true needs a pseries machine with build = \"patched\" (stock QEMU has no EEH for emulated devices)"
+                    ),
+                ));
+            }
             if !ids.insert(id.clone()) {
                 return Err(err(at, format!("duplicate device id {id:?}")));
             }

@@ -139,6 +139,9 @@ pub fn args(m: &Machine, files: &BootFiles, opts: &BootOptions) -> Vec<String> {
         .collect();
     machine_opts.push(("memory-backend".into(), "mem".into()));
     push(&["-machine", &kv(&m.qemu.machine, machine_opts)]);
+    if m.qemu.build == "patched" {
+        push(&["-L", FIRMWARE_DIR]);
+    }
     push(&["-accel", opts.accel.as_str()]);
     if opts.accel == Accel::Kvm {
         push(&["-cpu", "host"]);
@@ -178,13 +181,18 @@ pub fn args(m: &Machine, files: &BootFiles, opts: &BootOptions) -> Vec<String> {
     };
     for (slot, d) in m.devices.iter().enumerate() {
         let Device::Edu {
-            id, phb, dma_mask, ..
+            id,
+            phb,
+            dma_mask,
+            eeh,
+            ..
         } = d;
         match (m.arch, phb) {
             (Arch::Ppc64le, Some(n)) => {
+                let eeh = if *eeh { ",x-emu-eeh=on" } else { "" };
                 push(&[
                     "-device",
-                    &format!("spapr-pci-host-bridge,index={n},id=phb{n}"),
+                    &format!("spapr-pci-host-bridge,index={n},id=phb{n}{eeh}"),
                 ]);
                 push(&[
                     "-device",
@@ -237,11 +245,20 @@ pub fn args(m: &Machine, files: &BootFiles, opts: &BootOptions) -> Vec<String> {
     a
 }
 
-/// The QEMU binary for `m`: the stock one on PATH, or the patched build.
-pub fn binary(m: &Machine, patched_dir: Option<&Path>) -> PathBuf {
-    match (m.qemu.build.as_str(), patched_dir) {
-        ("patched", Some(dir)) => dir.join(m.arch.qemu_binary()),
-        _ => PathBuf::from(m.arch.qemu_binary()),
+/// Debian's firmware directory (vof.bin, slof.bin): a patched QEMU built
+/// without its blobs is pointed here with `-L`.
+pub const FIRMWARE_DIR: &str = "/usr/share/qemu";
+
+/// The QEMU binary for `m`: the stock one on PATH, or `patched` (the build
+/// of `cargo xtask qemu`) for a machine with `build = "patched"`.
+pub fn binary(m: &Machine, patched: Option<&Path>) -> Result<PathBuf, String> {
+    match (m.qemu.build.as_str(), patched) {
+        ("patched", Some(bin)) => Ok(bin.to_path_buf()),
+        ("patched", None) => Err(format!(
+            "machine {} needs the patched QEMU (build = \"patched\"); build it with `cargo xtask qemu`",
+            m.name
+        )),
+        _ => Ok(PathBuf::from(m.arch.qemu_binary())),
     }
 }
 
@@ -269,6 +286,27 @@ mod tests {
             .filter(|w| w[0] == flag)
             .map(|w| w[1].as_str())
             .collect()
+    }
+
+    #[test]
+    fn the_patched_machine_gets_emulated_eeh_and_debians_firmware() {
+        let m = machine("pseries-eeh");
+        let a = args(&m, &files(), &BootOptions::default());
+        assert!(
+            after(&a, "-device").contains(&"spapr-pci-host-bridge,index=1,id=phb1,x-emu-eeh=on")
+        );
+        assert_eq!(after(&a, "-L"), vec![FIRMWARE_DIR]);
+        assert!(binary(&m, None).unwrap_err().contains("cargo xtask qemu"));
+        assert_eq!(
+            binary(&m, Some(Path::new("/q/qemu-system-ppc64"))).unwrap(),
+            Path::new("/q/qemu-system-ppc64")
+        );
+        let stock = machine("pseries");
+        assert!(after(&args(&stock, &files(), &BootOptions::default()), "-L").is_empty());
+        assert_eq!(
+            binary(&stock, Some(Path::new("/q/x"))).unwrap(),
+            Path::new("qemu-system-ppc64")
+        );
     }
 
     #[test]

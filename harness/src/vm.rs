@@ -573,6 +573,11 @@ impl Vm {
             .map_err(io_err("writing to the console"))
     }
 
+    /// QEMU's QMP socket (for commands issued while the agent is busy).
+    pub fn qmp_socket(&self) -> &Path {
+        &self.qmp_socket
+    }
+
     /// Runs a QMP command (raw JSON); returns its `return` value.
     pub fn qmp(
         &self,

@@ -41,6 +41,10 @@ pub struct Manifest {
     /// Run on this target of a targets file instead of the QEMU machines.
     #[serde(default)]
     pub target: Option<TargetRun>,
+    /// `qemu-system-ppc64` built by `cargo xtask qemu`, for machines with
+    /// `build = "patched"`.
+    #[serde(default)]
+    pub patched_qemu: Option<PathBuf>,
 }
 
 /// `cargo xtask test --target NAME`.
@@ -78,7 +82,10 @@ impl Manifest {
             mode,
             ..Default::default()
         };
-        Ok(VmSpec::new(m, images, boot, self.log_root.join(log_name)))
+        let qemu = harness::qemu::binary(&m, self.patched_qemu.as_deref())?;
+        let mut spec = VmSpec::new(m, images, boot, self.log_root.join(log_name));
+        spec.qemu = qemu;
+        Ok(spec)
     }
 }
 

@@ -24,6 +24,8 @@ pub enum Cmd {
     Kernel(KernelArgs),
     /// Build the static guest agent.
     Agent(ArchArg),
+    /// Build qemu-system-ppc64 with qemu-patches/ (emulated EEH) and run its qtest.
+    Qemu(QemuArgs),
     /// Build the initramfs (busybox, agent, init).
     Initramfs(ImageArgs),
     /// Build kernel, agent and initramfs for one or both architectures.
@@ -34,6 +36,14 @@ pub enum Cmd {
     Test(TestArgs),
     /// Measure boots (bare QEMU vs harness), the no-op build and the warm suite.
     Bench(BenchArgs),
+}
+
+/// `qemu` options.
+#[derive(Debug, Args)]
+pub struct QemuArgs {
+    /// Build this QEMU tree instead of Debian's 10.0.2 orig tarball.
+    #[arg(long, value_name = "DIR")]
+    pub src: Option<PathBuf>,
 }
 
 /// `bench` options.

@@ -200,6 +200,37 @@ fn debian_version(sh: &Shell) -> Result<String> {
         .context("linux-source-6.12 is not installed; run `cargo xtask setup`")
 }
 
+/// The identity of a source tree for cache keys: a git tree is HEAD plus a
+/// hash of its diff; anything else is its path and the time (never a hit).
+pub fn tree_identity(d: &Path) -> Result<String> {
+    let sh = Shell::new()?;
+    let _cd = sh.push_dir(d);
+    Ok(
+        match cmd!(sh, "git rev-parse HEAD")
+            .quiet()
+            .ignore_stderr()
+            .read()
+        {
+            Ok(head) => {
+                let diff = cmd!(sh, "git diff HEAD")
+                    .quiet()
+                    .ignore_stderr()
+                    .read()
+                    .unwrap_or_default();
+                format!("git:{}:{head}:{}", d.display(), key(&[diff.as_bytes()]))
+            }
+            Err(_) => format!(
+                "dir:{}:{}",
+                d.display(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|t| t.as_secs())
+                    .unwrap_or(0)
+            ),
+        },
+    )
+}
+
 /// Source directory and identity string.
 fn prepare_source(sh: &Shell, src: &Source) -> Result<(PathBuf, String)> {
     match src {
@@ -213,30 +244,7 @@ fn prepare_source(sh: &Shell, src: &Source) -> Result<(PathBuf, String)> {
                     d.display()
                 );
             }
-            // A git tree: HEAD plus the diff; otherwise the path (make stays incremental).
-            let _cd = sh.push_dir(&d);
-            let ident = match cmd!(sh, "git rev-parse HEAD")
-                .quiet()
-                .ignore_stderr()
-                .read()
-            {
-                Ok(head) => {
-                    let diff = cmd!(sh, "git diff HEAD")
-                        .quiet()
-                        .ignore_stderr()
-                        .read()
-                        .unwrap_or_default();
-                    format!("git:{}:{head}:{}", d.display(), key(&[diff.as_bytes()]))
-                }
-                Err(_) => format!(
-                    "dir:{}:{}",
-                    d.display(),
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|t| t.as_secs())
-                        .unwrap_or(0)
-                ),
-            };
+            let ident = tree_identity(&d)?;
             Ok((d, ident))
         }
         Source::Debian => {

@@ -13,6 +13,7 @@ mod images;
 mod initramfs;
 mod kernel;
 mod prebuilt;
+mod qemu;
 mod run;
 mod setup;
 mod test;
@@ -73,6 +74,10 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             };
             let k = images::kernel(&name, &k.source, None)?;
             println!("{} ({}{})", k.image.display(), k.origin, modules_note(&k));
+            Ok(())
+        }
+        Cmd::Qemu(q) => {
+            println!("{}", qemu::build(q.src.as_deref())?.display());
             Ok(())
         }
         Cmd::Agent(a) => {

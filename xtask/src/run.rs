@@ -39,7 +39,11 @@ pub fn machine(name: &str, o: &MachineOpts) -> Result<Machine> {
 pub fn spec(m: Machine, o: &MachineOpts, mode: GuestMode, log_dir: PathBuf) -> Result<VmSpec> {
     let images = crate::images::for_machine(&m, &o.source, o.kernel.as_ref())?;
     let accel = crate::accel::choose(o.accel, m.arch, &images.kernel)?;
-    Ok(VmSpec::new(
+    let patched = (m.qemu.build == "patched")
+        .then(|| crate::qemu::build(None))
+        .transpose()?;
+    let qemu = harness::qemu::binary(&m, patched.as_deref()).map_err(anyhow::Error::msg)?;
+    let mut spec = VmSpec::new(
         m,
         images,
         BootOptions {
@@ -48,14 +52,19 @@ pub fn spec(m: Machine, o: &MachineOpts, mode: GuestMode, log_dir: PathBuf) -> R
             ..Default::default()
         },
         log_dir,
-    ))
+    );
+    spec.qemu = qemu;
+    Ok(spec)
 }
 
 /// Runs `cargo xtask run`.
 pub fn run(a: &RunArgs) -> Result<()> {
     let m = machine(&a.machine, &a.opts)?;
     let scenarios = load_scenarios(&a.scenario, &m.name, a.any_machine)?;
-    crate::setup::require(&[m.arch.qemu_binary(), harness::vsock::BACKEND])?;
+    if m.qemu.build == "stock" {
+        crate::setup::require(&[m.arch.qemu_binary()])?;
+    }
+    crate::setup::require(&[harness::vsock::BACKEND])?;
     let log_dir = repo_root().join("target/iobench/run").join(&m.name);
     let mode = if a.shell || a.gdb {
         GuestMode::Shell

@@ -23,7 +23,7 @@ pub const BUSYBOX: &str = "1:1.35.0-4+deb12u1+b1";
 pub const VHOST_VSOCK: &str = "0.3.0";
 
 const BACKPORTS: &str = "/etc/apt/sources.list.d/iobench-backports.sources";
-const BACKPORTS_TEXT: &str = "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
+const BACKPORTS_TEXT: &str = "Types: deb deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
 
 /// Packages from bookworm main.
 const APT_MAIN: &[&str] = &[
@@ -42,7 +42,42 @@ const APT_MAIN: &[&str] = &[
     "file",
     "openssh-server",
     "openssh-client",
+    // `cargo xtask qemu` (glib's headers are unpacked, see `qemu_deps`)
+    "ninja-build",
+    "libpixman-1-dev",
+    "libfdt-dev",
+    "python3-venv",
+    "python3-pip",
+    "patch",
 ];
+
+/// glib's development packages and what their pkg-config files require.
+/// They are unpacked into the cache instead of installed: on bookworm the
+/// -dev packages pin runtime libraries to exact versions, which a machine
+/// updated from bookworm-security may already have passed.
+const QEMU_DEV_DEBS: &[&str] = &[
+    "libglib2.0-dev",
+    "libglib2.0-dev-bin",
+    "libpcre2-dev",
+    "libpcre2-16-0",
+    "libpcre2-32-0",
+    "libpcre2-posix3",
+    "libmount-dev",
+    "libblkid-dev",
+    "libselinux1-dev",
+    "libsepol-dev",
+    "libffi-dev",
+];
+
+/// pkg-config files (and their headers and libraries) for building QEMU.
+pub fn qemu_deps_dir() -> PathBuf {
+    cache_dir().join("toolchains/qemu-deps")
+}
+
+/// Python wheels QEMU's configure installs into its venv.
+pub fn qemu_wheels_dir() -> PathBuf {
+    cache_dir().join("toolchains/qemu-wheels")
+}
 
 /// Packages from bookworm-backports.
 const APT_BACKPORTS: &[&str] = &["qemu-system-ppc", "qemu-system-x86", "linux-source-6.12"];
@@ -118,6 +153,13 @@ fn deps() -> Vec<Dep> {
         Dep {
             name: "static busybox (ppc64le)",
             ok: busybox("ppc64le").is_file(),
+            fix: "cargo xtask setup",
+        },
+        Dep {
+            name: "QEMU build deps (ninja, glib dev files, meson wheel)",
+            ok: on_path("ninja")
+                && qemu_deps_dir().join("pkgconfig/glib-2.0.pc").exists()
+                && qemu_wheels_dir().is_dir(),
             fix: "cargo xtask setup",
         },
         Dep {
@@ -205,6 +247,7 @@ pub fn setup() -> Result<()> {
     )
     .run()?;
     unpack_debs(&sh)?;
+    qemu_deps(&sh)?;
     if !on_path("vhost-device-vsock") {
         println!("setup: cargo install vhost-device-vsock {VHOST_VSOCK} (about a minute)");
         let v = format!("vhost-device-vsock@{VHOST_VSOCK}");
@@ -276,6 +319,84 @@ fn unpack_debs(sh: &Shell) -> Result<()> {
             std::fs::copy(x.join("bin/busybox"), dest.join("bin/busybox"))?;
         }
         std::fs::remove_dir_all(&x)?;
+    }
+    Ok(())
+}
+
+/// glib's development files (unpacked, pkg-config files pointed at them)
+/// and the Python wheels for `cargo xtask qemu`.
+fn qemu_deps(sh: &Shell) -> Result<()> {
+    let dir = qemu_deps_dir();
+    if !dir.join("pkgconfig/glib-2.0.pc").exists() {
+        println!(
+            "setup: unpacking glib development files into {}",
+            dir.display()
+        );
+        let dl = tempfile::tempdir()?;
+        let root = dir.join("root");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&root)?;
+        {
+            let _cd = sh.push_dir(dl.path());
+            let debs = QEMU_DEV_DEBS;
+            cmd!(sh, "apt-get download -q {debs...}")
+                .run()
+                .context("apt-get download (glib dev)")?;
+        }
+        for deb in std::fs::read_dir(dl.path())?.flatten().map(|e| e.path()) {
+            cmd!(sh, "dpkg-deb -x {deb} {root}").quiet().run()?;
+        }
+        let lib = root.join("usr/lib/x86_64-linux-gnu");
+        // The -dev packages' `libX.so` links name runtime libraries that
+        // are installed on the system, not in the unpacked tree.
+        for e in std::fs::read_dir(&lib)?.flatten() {
+            let p = e.path();
+            if p.is_symlink() && !p.exists() {
+                let target = std::fs::read_link(&p)?;
+                let name = target.file_name().context("odd symlink")?;
+                let system = ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu"]
+                    .iter()
+                    .map(|d| Path::new(d).join(name))
+                    .find(|c| c.exists());
+                if let Some(system) = system {
+                    std::fs::remove_file(&p)?;
+                    std::os::unix::fs::symlink(system, &p)?;
+                }
+            }
+        }
+        let pc = dir.join("pkgconfig");
+        std::fs::create_dir_all(&pc)?;
+        let prefix = root.join("usr");
+        for e in std::fs::read_dir(lib.join("pkgconfig"))?.flatten() {
+            let text = std::fs::read_to_string(e.path())?;
+            let text = text
+                .lines()
+                .map(|l| match l.strip_prefix("prefix=/usr") {
+                    Some(rest) => format!("prefix={}{rest}", prefix.display()),
+                    None => l.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            std::fs::write(pc.join(e.file_name()), text + "\n")?;
+        }
+    }
+    let wheels = qemu_wheels_dir();
+    let have = std::fs::read_dir(&wheels)
+        .map(|d| d.flatten().count())
+        .unwrap_or(0);
+    if have < crate::qemu::WHEELS.len() {
+        println!(
+            "setup: downloading {} from PyPI",
+            crate::qemu::WHEELS.join(", ")
+        );
+        std::fs::create_dir_all(&wheels)?;
+        let w = crate::qemu::WHEELS;
+        cmd!(
+            sh,
+            "python3 -m pip download -q --no-deps --only-binary :all: -d {wheels} {w...}"
+        )
+        .run()
+        .context("pip download of QEMU's build wheels")?;
     }
     Ok(())
 }

@@ -42,6 +42,23 @@ fn kernel_arch(path: &std::path::Path) -> Result<Arch> {
     )
 }
 
+/// The patched QEMU, built (or found in the cache) if a machine of this run
+/// needs it.
+fn patched_qemu(root: &std::path::Path, only: &[String]) -> Result<Option<std::path::PathBuf>> {
+    let dir = root.join("qemu-configs");
+    let names = if only.is_empty() {
+        harness::machine::available(&dir)
+    } else {
+        only.to_vec()
+    };
+    for n in names {
+        if harness::machine::Machine::find(&dir, &n)?.qemu.build == "patched" {
+            return crate::qemu::build(None).map(Some);
+        }
+    }
+    Ok(None)
+}
+
 /// Runs the suite.
 pub fn run(t: &TestArgs) -> Result<()> {
     crate::setup::require(&[
@@ -88,6 +105,7 @@ pub fn run(t: &TestArgs) -> Result<()> {
     let out = root.join("target/iobench");
     std::fs::create_dir_all(&out)?;
     let absolute = |p: &Option<std::path::PathBuf>| p.as_ref().map(std::path::absolute).transpose();
+    let patched_qemu = patched_qemu(&root, &machines)?;
     let manifest = Manifest {
         flavours,
         log_root: out.join("logs"),
@@ -108,6 +126,7 @@ pub fn run(t: &TestArgs) -> Result<()> {
                     .flatten()
                     .unwrap_or_default(),
             }),
+        patched_qemu,
         junit: absolute(&t.junit)?,
         json: absolute(&t.json)?,
     };

@@ -107,3 +107,16 @@ fn overrides_apply() {
     assert_eq!(m.qemu.extra_args, vec!["-S"]);
     assert_eq!(m.kernel.cmdline, "intel_iommu=on foo=1");
 }
+
+#[test]
+fn emulated_eeh_needs_the_patched_qemu() {
+    let text = std::fs::read_to_string(Path::new(DIR).join("pseries-eeh.toml")).unwrap();
+    let m = parse(&text).unwrap();
+    assert_eq!(m.qemu.build, "patched");
+    let stock = text.replace("build = \"patched\"", "build = \"stock\"");
+    let e = parse(&stock).unwrap_err().to_string();
+    assert!(
+        e.contains("eeh = true needs") && e.contains("patched"),
+        "{e}"
+    );
+}

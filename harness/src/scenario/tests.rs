@@ -154,8 +154,10 @@ fn the_shipped_catalogue_is_valid() {
         .unwrap_or_else(|e| panic!("{e}"));
     machines.extend(targets.target.into_keys());
     let bench = load_dir(&dir.join("_bench")).unwrap_or_else(|e| panic!("{e}"));
+    let host = load_dir(&dir.join("_host")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(host.len(), 1);
     assert_eq!(bench.len(), 3);
-    for s in all.iter().chain(&bench) {
+    for s in all.iter().chain(&bench).chain(&host) {
         for m in &s.machines {
             assert!(
                 machines.contains(m),

@@ -108,10 +108,11 @@ pub fn build(src: Option<&Path>) -> Result<PathBuf> {
     }
     crate::setup::require(&["ninja", "python3"])?;
     let deps = crate::setup::qemu_deps_dir();
-    if !deps.join("pkgconfig/glib-2.0.pc").exists() {
+    if !crate::setup::qemu_wheels_dir().is_dir() || !deps.join("pkgconfig/glib-2.0.pc").exists() {
         bail!(
-            "glib development files are missing in {}; run `cargo xtask setup`",
-            deps.display()
+            "QEMU's build dependencies (glib development files in {}, meson wheels in {}) are missing; run `cargo xtask setup`",
+            deps.display(),
+            crate::setup::qemu_wheels_dir().display()
         );
     }
     let t0 = Instant::now();

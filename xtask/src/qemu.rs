@@ -121,7 +121,28 @@ pub fn build(src: Option<&Path>) -> Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let tree = match src {
-        Some(dir) => dir.to_path_buf(),
+        Some(dir) => {
+            if !dir.join("configure").is_file() || !dir.join("hw/ppc/spapr_pci.c").is_file() {
+                bail!(
+                    "{} does not look like a QEMU source tree (no configure or hw/ppc/spapr_pci.c)",
+                    dir.display()
+                );
+            }
+            // Patch a copy: the user's tree stays as it is.
+            println!("qemu: copying {}", dir.display());
+            let copy = work.join("src");
+            let tar = work.join("src.tar");
+            cmd!(
+                sh,
+                "tar -C {dir} --exclude=./build --exclude=./.git -cf {tar} ."
+            )
+            .quiet()
+            .run()?;
+            std::fs::create_dir_all(&copy)?;
+            cmd!(sh, "tar -C {copy} -xf {tar}").quiet().run()?;
+            std::fs::remove_file(&tar)?;
+            copy
+        }
         None => {
             let t = tarball();
             println!("qemu: unpacking {ORIG_TARBALL}");

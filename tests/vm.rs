@@ -515,6 +515,46 @@ fn host_qmp_freeze(m: &Manifest, machine: &str, trial: &str) -> Result<(), Faile
     Ok(())
 }
 
+/// A guest that hangs mid-scenario (paused over QMP after the first step):
+/// the run ends at the reply deadline with a named cause, the finished step
+/// is kept, and nothing is left behind.
+fn hang_mid_scenario(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
+    let file = catalogue_scenario(m, "_host/hang_mid_scenario.toml")?;
+    let mut s = spec(m, machine, trial, GuestMode::Agent, "")?;
+    s.timeouts.agent_reply = Duration::from_secs(4);
+    let mut vm = Vm::boot(s)?;
+    let private = vm.private_dir().display().to_string();
+    let qmp = vm.qmp_socket().to_path_buf();
+    let mut paused = Ok(serde_json::Value::Null);
+    let t0 = Instant::now();
+    let run = harness::scenario::run_on(&mut vm, &file, |r| {
+        if r.index == 0 {
+            paused = harness::qmp::execute(&qmp, "stop", serde_json::json!({}));
+        }
+    });
+    paused.map_err(|e| format!("QMP stop: {e}"))?;
+    let waited = t0.elapsed();
+    let Err(cause) = &run.outcome else {
+        return Err("the run finished although the guest was paused".into());
+    };
+    let report = run.failure_report(&file, &vm);
+    if run.results.len() != 1 || !run.results[0].passed {
+        return Err(format!("the step before the hang was not kept: {:?}", run.results).into());
+    }
+    if !cause.to_string().contains("no answer within 4s") {
+        return Err(format!("the cause does not say the guest hangs: {cause}").into());
+    }
+    if waited > Duration::from_secs(15) {
+        return Err(format!("the hang was noticed only after {waited:?}").into());
+    }
+    if !report.contains(&vm.log_dir().display().to_string()) {
+        return Err(format!("the report does not name the logs:\n{report}").into());
+    }
+    eprintln!("hang noticed after {waited:.1?}: {cause}");
+    drop(vm);
+    assert_no_leftovers(&private)
+}
+
 fn catalogue_scenario(m: &Manifest, rel: &str) -> Result<harness::scenario::ScenarioFile, Failed> {
     harness::scenario::ScenarioFile::load(&m.scenarios_dir.join(rel), Some(&m.scenarios_dir))
         .map_err(|e| e.to_string().into())
@@ -694,6 +734,11 @@ const TRIALS: &[(&str, &str, Check)] = &[
         qemu_bad_argument,
     ),
     ("pseries::lifecycle::agent_crash", "pseries", agent_crash),
+    (
+        "pseries::lifecycle::hang_mid_scenario",
+        "pseries",
+        hang_mid_scenario,
+    ),
     (
         "q35::channel::virtio_serial_fallback",
         "q35",

@@ -185,6 +185,21 @@ pub enum VmError {
         /// Last console lines.
         tail: Vec<String>,
     },
+    /// The agent stopped answering within the reply deadline: the guest hangs
+    /// (or one operation runs longer than the deadline).
+    #[error(
+        "the guest agent gave no answer within {after:?}: the guest hangs, or an operation runs longer than that\n  console log: {}\n{}",
+        log.display(),
+        indent(tail)
+    )]
+    Hung {
+        /// The reply deadline.
+        after: Duration,
+        /// The console log.
+        log: PathBuf,
+        /// The last console lines.
+        tail: Vec<String>,
+    },
     /// The agent connected but does not answer properly.
     #[error("guest agent not answering: {source}\n  console log: {}\n{}", log.display(), indent(tail))]
     Agent {
@@ -447,6 +462,18 @@ impl Vm {
     }
 
     fn agent_error(&self, source: AgentError) -> VmError {
+        if let AgentError::Io(e) = &source
+            && matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            )
+        {
+            return VmError::Hung {
+                after: self.spec.timeouts.agent_reply,
+                log: self.console_log(),
+                tail: self.tail(),
+            };
+        }
         VmError::Agent {
             source,
             log: self.console_log(),

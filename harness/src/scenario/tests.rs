@@ -155,7 +155,7 @@ fn the_shipped_catalogue_is_valid() {
     machines.extend(targets.target.into_keys());
     let bench = load_dir(&dir.join("_bench")).unwrap_or_else(|e| panic!("{e}"));
     let host = load_dir(&dir.join("_host")).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(host.len(), 1);
+    assert_eq!(host.len(), 2);
     assert_eq!(bench.len(), 3);
     for s in all.iter().chain(&bench).chain(&host) {
         for m in &s.machines {

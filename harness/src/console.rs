@@ -174,10 +174,8 @@ impl State {
 mod tests {
     use super::*;
 
-    #[test]
-    fn captures_and_recognises_a_panic() {
-        let dir = tempfile::tempdir().unwrap();
-        let text = "[    0.1] booting\r\n[    1.2] Kernel panic - not syncing: Attempted to kill init!\r\n[    1.3] ---[ end Kernel panic";
+    /// A console that has read all of `text`, logging into `dir`.
+    fn captured(text: &str, dir: &tempfile::TempDir) -> Console {
         let mut c = Console::capture(
             std::io::Cursor::new(text.as_bytes().to_vec()),
             &dir.path().join("c.log"),
@@ -185,6 +183,14 @@ mod tests {
         )
         .unwrap();
         c.finish();
+        c
+    }
+
+    #[test]
+    fn captures_and_recognises_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[    0.1] booting\r\n[    1.2] Kernel panic - not syncing: Attempted to kill init!\r\n[    1.3] ---[ end Kernel panic";
+        let c = captured(text, &dir);
         let f = c.fatal().unwrap();
         assert_eq!(f.kind, "kernel panic");
         assert!(f.line.contains("Attempted to kill init"));
@@ -197,13 +203,7 @@ mod tests {
     fn reports_agent_exit_and_ignores_harmless_lines() {
         let dir = tempfile::tempdir().unwrap();
         let text = "EEH: No capable adapters found: recovery disabled.\niobench: agent exited with status 101\n";
-        let mut c = Console::capture(
-            std::io::Cursor::new(text.as_bytes().to_vec()),
-            &dir.path().join("c.log"),
-            false,
-        )
-        .unwrap();
-        c.finish();
+        let c = captured(text, &dir);
         assert_eq!(c.fatal(), None);
         assert_eq!(c.agent_exit().as_deref(), Some("with status 101"));
     }

@@ -154,6 +154,54 @@ fn frames_survive_printk_noise() {
     assert_eq!(d.rejected(), 1, "the forged frame must be rejected");
 }
 
+/// A frame with `insert` spliced in at byte `at` of the whole frame line.
+fn frame_with(line: &[u8], at: usize, insert: &[u8]) -> Vec<u8> {
+    let mut f = framing::frame(line);
+    let tail = f.split_off(at);
+    f.extend_from_slice(insert);
+    f.extend_from_slice(&tail);
+    f
+}
+
+fn deframe_bytewise(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut d = framing::Deframer::new();
+    bytes
+        .iter()
+        .flat_map(|b| d.push(std::slice::from_ref(b)))
+        .collect()
+}
+
+#[test]
+fn kernel_lines_printed_inside_a_frame_are_cut_out() {
+    // A dmesg reply quotes timestamped lines itself: only the real insertion goes.
+    let msg = AgentMsg::Dmesg {
+        lines: vec![
+            "[    0.000000] random: crng init done".into(),
+            "[    0.580011] iobench-printk-noise".into(),
+        ],
+    };
+    let line = encode(&msg);
+    let noise = b"[    0.639117] iobench-printk-noise\r\n";
+    let len = framing::frame(&line).len();
+    for at in [7, 12, 25, 40, len / 2, len - 2, len - 1] {
+        let got = deframe_bytewise(&frame_with(&line, at, noise));
+        assert_eq!(got.len(), 1, "insertion at {at}");
+        assert_eq!(decode::<AgentMsg>(&got[0]).unwrap(), msg);
+    }
+    // Two kernel lines in one frame, one of them a two-line burst.
+    let mut two = frame_with(&line, 30, b"[   12.5] a\r\n[   12.6] b\r\n");
+    let i = two.len() - 10;
+    two.splice(i..i, noise.iter().copied());
+    assert_eq!(deframe_bytewise(&two).len(), 1);
+    // Without printk.time: one untimestamped line is cut out by the frame's length.
+    let got = deframe_bytewise(&frame_with(&line, 50, b"EEH: PE#1 frozen\r\n"));
+    assert_eq!(decode::<AgentMsg>(&got[0]).unwrap(), msg);
+    // A damaged payload is still refused.
+    let mut bad = framing::frame(&line);
+    bad[60] ^= 1;
+    assert!(deframe_bytewise(&bad).is_empty());
+}
+
 #[test]
 fn crc32_matches_reference() {
     assert_eq!(framing::crc32(b"123456789"), 0xCBF4_3926);

@@ -21,11 +21,11 @@ use crate::agent::Agent;
 
 type Reader = Box<dyn Read + Send>;
 type Writer = Box<dyn Write + Send>;
-/// A console connection: read side, three write sides, and how to end it.
-type Console = (Reader, [Writer; 3], Box<dyn FnOnce() + Send>);
+/// A console connection: read side, two write sides, and how to end it.
+type Console = (Reader, [Writer; 2], Box<dyn FnOnce() + Send>);
 
-/// Opens the console: a read side, three write sides (rexpect's, the
-/// agent's and the nudger's) and a function that ends the connection.
+/// Opens the console: a read side, two write sides (rexpect's and the
+/// agent's) and a function that ends the connection.
 fn connect(console: &str) -> Result<Console, TargetError> {
     fn split<S: Read + Write + Send + 'static>(
         s: S,
@@ -33,10 +33,10 @@ fn connect(console: &str) -> Result<Console, TargetError> {
         stop: impl FnOnce(S) + Send + 'static,
     ) -> Result<Console, TargetError> {
         let d = || dup(&s).map_err(io("dup"));
-        let (w1, w2, w3, last) = (d()?, d()?, d()?, d()?);
+        let (w1, w2, last) = (d()?, d()?, d()?);
         Ok((
             Box::new(s),
-            [Box::new(w1), Box::new(w2), Box::new(w3)],
+            [Box::new(w1), Box::new(w2)],
             Box::new(move || stop(last)),
         ))
     }
@@ -69,30 +69,17 @@ enum Sink {
 }
 
 /// Reads protocol lines out of deframed console bytes.
-///
-/// While it waits it sends a blank line (which the agent skips) every
-/// [`NUDGE`]: console input paths can stall (seen with QEMU's spapr-vty
-/// under TCG: a request sat unread until more input arrived).
 struct FramedReader {
     rx: mpsc::Receiver<Vec<u8>>,
     deframer: Deframer,
     pending: VecDeque<u8>,
     timeout: Duration,
-    nudge: Writer,
 }
-
-/// How long the reader waits before nudging the console.
-const NUDGE: Duration = Duration::from_secs(1);
 
 impl Read for FramedReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let deadline = std::time::Instant::now() + self.timeout;
         while self.pending.is_empty() {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.rx.recv_timeout(left.min(NUDGE)) {
-                Err(mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => {
-                    let _ = self.nudge.write_all(b"\n").and_then(|_| self.nudge.flush());
-                }
+            match self.rx.recv_timeout(self.timeout) {
                 Ok(bytes) => {
                     for mut payload in self.deframer.push(&bytes) {
                         payload.push(b'\n');
@@ -123,7 +110,7 @@ pub(super) fn open(name: &str, d: &SerialDef, log_dir: &Path) -> Result<Session,
         what,
         log: log_path.clone(),
     };
-    let (mut reader, [expect_w, mut agent_w, nudge], stop) = connect(&d.console)?;
+    let (mut reader, [expect_w, mut agent_w], stop) = connect(&d.console)?;
     let mut log =
         std::fs::File::create(&log_path).map_err(io(format!("creating {}", log_path.display())))?;
     let tail = Arc::new(Mutex::new(ConsoleTail::default()));
@@ -151,8 +138,8 @@ pub(super) fn open(name: &str, d: &SerialDef, log_dir: &Path) -> Result<Session,
             sink.lock().unwrap_or_else(|p| p.into_inner()).take();
         });
     }
-    // Console input can stall (see `FramedReader`): every wait below is short
-    // and retried after poking the console again.
+    // A real console may swallow a keystroke or bury a prompt in kernel
+    // messages: every wait below is short and retried after poking it again.
     let timeout_ms = 10_000;
     let mut s = rexpect::spawn_stream(pipe_out, expect_w, Some(timeout_ms));
     let step = |s: &mut rexpect::session::StreamSession<Writer>,
@@ -232,7 +219,6 @@ pub(super) fn open(name: &str, d: &SerialDef, log_dir: &Path) -> Result<Session,
         deframer: Deframer::new(),
         pending: VecDeque::new(),
         timeout: Duration::from_secs(d.timeout_s),
-        nudge,
     };
     agent_w.flush().map_err(io("console write"))?;
     let agent =

@@ -592,22 +592,10 @@ fn ssh_loopback(m: &Manifest, _machine: &str, trial: &str) -> Result<(), Failed>
         matches!(e, TargetError::UnknownHostKey { .. })
     })?;
     let other = dir.join("other_key");
-    let status = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&other)
-        .status()?;
-    if !status.success() {
-        return Err("ssh-keygen failed".into());
-    }
-    let other_pub = std::fs::read_to_string(other.with_extension("pub"))?;
-    let entry = other_pub
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ");
+    iobench_tests::fixture::keygen(&other)?;
     std::fs::write(
         dir.join("wrong_known_hosts"),
-        format!("[127.0.0.1]:{} {entry}\n", sshd.port),
+        iobench_tests::fixture::known_hosts_line(&other.with_extension("pub"), sshd.port)?,
     )?;
     let mut changed = sshd.target();
     changed.known_hosts = Some(dir.join("wrong_known_hosts"));
@@ -660,14 +648,9 @@ fn serial_console(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed
         .prefix("iobench-serial-")
         .tempdir()?;
     let sock = dir.path().join("console.sock");
-    let mut s = spec(m, machine, trial, GuestMode::Shell, "")?;
-    s.boot.console_socket = Some(sock.clone());
+    let s = spec(m, machine, trial, GuestMode::Shell, "")?;
     let log_dir = s.log_dir.clone();
-    let vm = Vm::boot(s)?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let vm = iobench_tests::fixture::console_machine(s, &sock)?;
     let def = SerialDef {
         description: "pseries console".into(),
         arch: harness::machine::Arch::Ppc64le,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use harness::machine::Arch;
 use harness::process::{Owned, spawn_owned};
 use harness::target::SshDef;
+use harness::vm::{Vm, VmSpec};
 
 /// A private `sshd` on 127.0.0.1, killed on drop.
 pub struct LoopbackSshd {
@@ -21,7 +22,8 @@ pub struct LoopbackSshd {
     pub port: u16,
 }
 
-fn keygen(path: &Path) -> Result<(), String> {
+/// Generates an ed25519 key pair at `path` (and `path.pub`).
+pub fn keygen(path: &Path) -> Result<(), String> {
     let out = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "iobench", "-f"])
         .arg(path)
@@ -35,6 +37,35 @@ fn keygen(path: &Path) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr)
         ))
     }
+}
+
+/// The known_hosts line for the public key in `pub_file`, served on
+/// 127.0.0.1:`port`.
+pub fn known_hosts_line(pub_file: &Path, port: u16) -> Result<String, String> {
+    let text = std::fs::read_to_string(pub_file)
+        .map_err(|e| format!("reading {}: {e}", pub_file.display()))?;
+    let entry = text
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok(format!("[127.0.0.1]:{port} {entry}\n"))
+}
+
+/// Boots `spec` with its console on the unix socket `sock` (a stale socket
+/// file is removed first) and waits up to 10 s for QEMU to create it.
+pub fn console_machine(mut spec: VmSpec, sock: &Path) -> Result<Vm, String> {
+    if let Some(dir) = sock.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(sock);
+    spec.boot.console_socket = Some(sock.to_path_buf());
+    let vm = Vm::boot(spec).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(vm)
 }
 
 fn free_port() -> Result<u16, String> {
@@ -85,16 +116,9 @@ impl LoopbackSshd {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let host_pub =
-            std::fs::read_to_string(d.join("host_key.pub")).map_err(|e| e.to_string())?;
-        let entry = host_pub
-            .split_whitespace()
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" ");
         std::fs::write(
             d.join("known_hosts"),
-            format!("[127.0.0.1]:{port} {entry}\n"),
+            known_hosts_line(&d.join("host_key.pub"), port)?,
         )
         .map_err(|e| e.to_string())?;
         Ok(LoopbackSshd {

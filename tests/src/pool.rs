@@ -212,6 +212,15 @@ struct TargetState {
     dirty: bool,
 }
 
+/// Ends the session, if there is one, and marks the target for a reset
+/// before the next.
+fn retire(st: &mut TargetState) {
+    if let Some(old) = st.session.take() {
+        let _ = old.close();
+        st.dirty = true;
+    }
+}
+
 /// One real (or stand-in) target: a session opened on first use and reused
 /// by its scenarios; a broken session is dropped (and the target
 /// power-cycled, if it can be) so the next trial reconnects.  A `fresh_vm`
@@ -292,21 +301,12 @@ impl TargetPool {
                     .join(sock);
                 d.console = format!("unix:{}", sock.display());
                 st.fixture = None; // a fresh machine for a fresh session
-                if let Some(dir) = sock.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-                }
-                let _ = std::fs::remove_file(&sock);
-                let mut spec = self.manifest.spec(
+                let spec = self.manifest.spec(
                     machine,
                     &format!("{}/{machine}-{}", self.name, st.opens),
                     GuestMode::Shell,
                 )?;
-                spec.boot.console_socket = Some(sock.clone());
-                let vm = Vm::boot(spec).map_err(|e| e.to_string())?;
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-                while !sock.exists() && std::time::Instant::now() < deadline {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
+                let vm = crate::fixture::console_machine(spec, &sock)?;
                 st.fixture = Some(Fixture::Machine { _vm: Box::new(vm) });
             }
             (Some(other), _) => {
@@ -354,10 +354,7 @@ impl TargetPool {
                     machine_broken: false,
                 };
             }
-            if let Some(old) = st.session.take() {
-                let _ = old.close();
-                st.dirty = true;
-            }
+            retire(&mut st);
         }
         if st.session.is_none()
             && let Err(e) = self.open(&mut st)
@@ -370,10 +367,7 @@ impl TargetPool {
         };
         let out = run_scenario(session, &features, file);
         if out.machine_broken || file.fresh_vm {
-            if let Some(old) = st.session.take() {
-                let _ = old.close();
-            }
-            st.dirty = true;
+            retire(&mut st);
         }
         out
     }

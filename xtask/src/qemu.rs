@@ -177,7 +177,6 @@ pub fn build(src: Option<&Path>) -> Result<PathBuf> {
         let _env = sh.push_env("PKG_CONFIG_PATH", &pkg);
         println!("qemu: configure {}", flags.join(" "));
         run_logged(
-            &sh,
             cmd!(sh, "{configure} --python=/usr/bin/python3 {flags...}"),
             &log,
         )?;
@@ -185,7 +184,7 @@ pub fn build(src: Option<&Path>) -> Result<PathBuf> {
             .map_or(2, |n| n.get())
             .to_string();
         println!("qemu: ninja qemu-system-ppc64 (log: {})", log.display());
-        run_logged(&sh, cmd!(sh, "ninja -j {jobs} qemu-system-ppc64"), &log)?;
+        run_logged(cmd!(sh, "ninja -j {jobs} qemu-system-ppc64"), &log)?;
         // Firmware for the qtests, where a build tree looks for it.
         let bundle = build.join("qemu-bundle/usr/local/share/qemu");
         std::fs::create_dir_all(&bundle)?;
@@ -197,10 +196,10 @@ pub fn build(src: Option<&Path>) -> Result<PathBuf> {
         }
         for t in QTESTS {
             let target = format!("tests/qtest/{t}");
-            run_logged(&sh, cmd!(sh, "ninja -j {jobs} {target}"), &log)?;
+            run_logged(cmd!(sh, "ninja -j {jobs} {target}"), &log)?;
             let _q = sh.push_env("QTEST_QEMU_BINARY", "./qemu-system-ppc64");
             println!("qemu: qtest {t}");
-            run_logged(&sh, cmd!(sh, "./tests/qtest/{t}"), &log)
+            run_logged(cmd!(sh, "./tests/qtest/{t}"), &log)
                 .with_context(|| format!("the qtest {t} failed"))?;
         }
     }
@@ -220,7 +219,7 @@ pub fn build(src: Option<&Path>) -> Result<PathBuf> {
 
 /// Runs `c`, appending its output to `log`; on failure the error names the
 /// log and quotes its tail.
-fn run_logged(sh: &Shell, c: xshell::Cmd<'_>, log: &Path) -> Result<()> {
+fn run_logged(c: xshell::Cmd<'_>, log: &Path) -> Result<()> {
     let what = c.to_string();
     let out = c.ignore_status().quiet().output()?;
     let mut f = std::fs::OpenOptions::new()
@@ -231,7 +230,6 @@ fn run_logged(sh: &Shell, c: xshell::Cmd<'_>, log: &Path) -> Result<()> {
     writeln!(f, "$ {what}")?;
     f.write_all(&out.stdout)?;
     f.write_all(&out.stderr)?;
-    let _ = sh;
     if out.status.success() {
         return Ok(());
     }

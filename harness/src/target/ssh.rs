@@ -238,9 +238,3 @@ pub(super) fn open(
         cleanup: Some(Box::new(cleanup)),
     })
 }
-
-/// Whether a remote path exists (for tests that check clean-up).
-pub fn remote_exists(name: &str, d: &SshDef, path: &str) -> Result<bool, TargetError> {
-    let s = connect(name, d)?;
-    Ok(exec(name, &s, &format!("test -e {}", shell_quote(path))).is_ok())
-}

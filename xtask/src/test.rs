@@ -2,7 +2,7 @@
 //!
 //! Builds the kernels the suite's machines need and both initramfs images,
 //! picks the accelerator per architecture, writes the image manifest
-//! (`target/iobench/images.json`) and runs `tests/vm.rs` through cargo with
+//! (`target/iobench/images.json`) and runs `tests/vm/` through cargo with
 //! `IOBENCH_IMAGES` pointing at it; libtest arguments pass through.
 
 use std::collections::BTreeMap;

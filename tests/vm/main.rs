@@ -1,0 +1,210 @@
+//! The VM suite: real QEMU, real kernels, real vsock.
+//!
+//! Run through `cargo xtask test`, which builds what is stale and points
+//! `IOBENCH_IMAGES` at a manifest.  Without it (plain `cargo test`) every
+//! trial is ignored with the reason printed; without QEMU likewise.  Each
+//! trial checks, besides its own subject, that no QEMU or helper process
+//! of its VM is left behind.
+
+mod lifecycle;
+mod record;
+mod scenarios;
+mod support;
+mod targets;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use harness::report::TrialRecord;
+use iobench_tests::pool::{self, Pool};
+use iobench_tests::{MANIFEST_ENV, Manifest};
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
+
+use lifecycle::{
+    agent_crash, boot_and_inventory, gdbstub, hang_detection, hang_mid_scenario, panic_detection,
+    qemu_bad_argument, serial_channel, two_at_once,
+};
+use record::{Records, recorded};
+use scenarios::{crash_mid_scenario, failure_report, host_qmp_freeze, scenario_trials};
+use targets::{serial_console, ssh_loopback, target_trials};
+
+/// A trial body: the manifest, the machine, the trial's name.
+type Check = fn(&Manifest, &str, &str) -> Result<(), Failed>;
+
+const TRIALS: &[(&str, &str, Check)] = &[
+    ("pseries::boot", "pseries", boot_and_inventory),
+    ("pseries-2pe::boot", "pseries-2pe", boot_and_inventory),
+    ("q35::boot", "q35", boot_and_inventory),
+    (
+        "pseries::lifecycle::panic_detection",
+        "pseries",
+        panic_detection,
+    ),
+    ("q35::lifecycle::panic_detection", "q35", panic_detection),
+    (
+        "pseries::lifecycle::hang_detection",
+        "pseries",
+        hang_detection,
+    ),
+    (
+        "q35::lifecycle::qemu_bad_argument",
+        "q35",
+        qemu_bad_argument,
+    ),
+    ("pseries::lifecycle::agent_crash", "pseries", agent_crash),
+    (
+        "pseries::lifecycle::hang_mid_scenario",
+        "pseries",
+        hang_mid_scenario,
+    ),
+    (
+        "q35::channel::virtio_serial_fallback",
+        "q35",
+        serial_channel,
+    ),
+    ("pseries::lifecycle::gdbstub", "pseries", gdbstub),
+    ("harness::two_vms_at_once", "pseries", two_at_once),
+    ("q35::scenario::failure_report", "q35", failure_report),
+    (
+        "pseries::scenario::crash_mid_scenario",
+        "pseries",
+        crash_mid_scenario,
+    ),
+    ("harness::target::ssh_loopback", "pseries", ssh_loopback),
+    ("pseries::target::serial_console", "pseries", serial_console),
+    (
+        "pseries-eeh::eeh::host_qmp_freeze",
+        "pseries-eeh",
+        host_qmp_freeze,
+    ),
+];
+
+fn main() {
+    let args = Arguments::from_args();
+    let manifest: Result<Manifest, String> = match std::env::var_os(MANIFEST_ENV) {
+        None => Err(format!(
+            "{MANIFEST_ENV} is not set; `cargo xtask test` builds the images and runs this suite"
+        )),
+        Some(p) => std::fs::read(&p)
+            .map_err(|e| format!("{}: {e}", Path::new(&p).display()))
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("manifest: {e}"))),
+    };
+    let missing_qemu: Vec<&str> = [
+        "qemu-system-ppc64",
+        "qemu-system-x86_64",
+        harness::vsock::BACKEND,
+    ]
+    .into_iter()
+    .filter(|b| harness::process::which(b).is_none())
+    .collect();
+    let skip = match (&manifest, missing_qemu.is_empty()) {
+        (Err(reason), _) => Some(reason.clone()),
+        (Ok(_), false) => Some(format!(
+            "cannot run VMs: {} not installed (`cargo xtask setup`)",
+            missing_qemu.join(", ")
+        )),
+        _ => None,
+    };
+    if let Some(reason) = &skip {
+        eprintln!("VM suite skipped: {reason}");
+    }
+    let manifest = manifest.ok().map(Arc::new);
+    let records: Records = Arc::default();
+    let wanted = |machine: &str| {
+        manifest
+            .as_ref()
+            .is_none_or(|m| m.machines.is_empty() || m.machines.iter().any(|x| x == machine))
+    };
+    let mut trials: Vec<Trial> = TRIALS
+        .iter()
+        .filter(|(name, machine, _)| {
+            wanted(machine)
+                && (!name.starts_with("harness::")
+                    || manifest.as_ref().is_none_or(|m| m.machines.is_empty()))
+        })
+        .map(|&(name, machine, check)| {
+            let m = manifest.clone();
+            let body = recorded(&records, name.to_string(), move || {
+                let r = match m {
+                    Some(m) => check(&m, machine, name).map(|()| Completion::Completed),
+                    None => Ok(Completion::Completed),
+                };
+                (r, None)
+            });
+            Trial::ignorable_test(name, body)
+                .with_kind("vm")
+                .with_ignored_flag(skip.is_some())
+        })
+        .collect();
+    let mut target_pool = None;
+    let target_mode = manifest.as_ref().is_some_and(|m| m.target.is_some());
+    if let Some((m, run)) = manifest
+        .as_ref()
+        .and_then(|m| m.target.clone().map(|r| (m, r)))
+    {
+        let (t, p) = target_trials(m, &run, &records);
+        trials = t;
+        target_pool = p;
+    }
+    let pool = manifest.as_ref().filter(|_| !target_mode).map(|m| {
+        let machines = harness::machine::available(&m.machines_dir);
+        Arc::new(Pool::new((**m).clone(), machines))
+    });
+    match (&manifest, &pool) {
+        (Some(m), Some(p)) => trials.extend(scenario_trials(m, p, &records, skip.is_some())),
+        _ if target_mode => {}
+        _ => {
+            // Without a manifest the catalogue is still listed (and ignored).
+            let m = Manifest {
+                log_root: std::env::temp_dir(),
+                machines_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../qemu-configs"),
+                scenarios_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios"),
+                ..Default::default()
+            };
+            let p = Arc::new(Pool::new(m.clone(), Vec::new()));
+            trials.extend(scenario_trials(&Arc::new(m), &p, &records, true));
+        }
+    }
+    // Trials ignored up front never run; record them as skipped.
+    let static_skips: Vec<TrialRecord> = trials
+        .iter()
+        .filter(|t| !args.is_filtered_out(t) && args.is_ignored(t))
+        .map(|t| {
+            pool::record(
+                t.name(),
+                &Ok(Completion::Ignored {
+                    reason: skip.clone().or(Some("disabled".into())),
+                }),
+                0.0,
+                None,
+            )
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    if let Some(p) = &pool {
+        p.shutdown();
+    }
+    if let Some(p) = &target_pool
+        && let Err(e) = p.shutdown()
+    {
+        eprintln!("closing the target session: {e}");
+    }
+    if let (Some(m), false) = (&manifest, args.list) {
+        let mut all = records.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        all.extend(static_skips);
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(path) = &m.junit {
+            match harness::report::write_junit(path, "iobench", &all) {
+                Ok(()) => eprintln!("JUnit report: {}", path.display()),
+                Err(e) => eprintln!("writing {}: {e}", path.display()),
+            }
+        }
+        if let Some(path) = &m.json {
+            match harness::report::write_json(path, &all) {
+                Ok(()) => eprintln!("JSON report: {}", path.display()),
+                Err(e) => eprintln!("writing {}: {e}", path.display()),
+            }
+        }
+    }
+    conclusion.exit();
+}

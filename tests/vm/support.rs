@@ -1,0 +1,46 @@
+//! What the trials share: the spec to boot a machine of the manifest under
+//! a trial's log directory, the check that nothing of a VM is left running,
+//! and loading a scenario of the catalogue.
+
+use std::time::{Duration, Instant};
+
+use harness::qemu::GuestMode;
+use harness::vm::VmSpec;
+use iobench_tests::Manifest;
+use libtest_mimic::Failed;
+
+pub fn spec(
+    m: &Manifest,
+    machine: &str,
+    trial: &str,
+    mode: GuestMode,
+    cmdline: &str,
+) -> Result<VmSpec, Failed> {
+    let mut s = m.spec(machine, &trial.replace("::", "/"), mode)?;
+    s.boot.cmdline = cmdline.into();
+    Ok(s)
+}
+
+/// Fails if any process still mentions the VM's private directory.
+pub fn assert_no_leftovers(private_dir: &str) -> Result<(), Failed> {
+    // Reaping is synchronous in Drop; allow a moment for /proc to settle.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let left = harness::process::mentioning(private_dir);
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("processes left behind: {left:?}").into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn catalogue_scenario(
+    m: &Manifest,
+    rel: &str,
+) -> Result<harness::scenario::ScenarioFile, Failed> {
+    harness::scenario::ScenarioFile::load(&m.scenarios_dir.join(rel), Some(&m.scenarios_dir))
+        .map_err(|e| e.to_string().into())
+}

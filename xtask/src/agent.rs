@@ -52,8 +52,8 @@ pub fn build(arch: Arch) -> Result<PathBuf> {
         .run()?;
         root.join(format!("target/{t}/release/guest-agent"))
     } else {
-        let sysroot = crate::setup::ppc64le_sysroot();
-        crate::setup::require(&[
+        let sysroot = crate::cache::ppc64le_sysroot();
+        crate::deps::require(&[
             "/usr/bin/rustc",
             "/usr/bin/cargo",
             "powerpc64le-linux-gnu-gcc",

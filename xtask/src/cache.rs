@@ -1,5 +1,6 @@
 //! Where things live: the repository, the cache (`~/.cache/iobench`, or
-//! `$IOBENCH_CACHE`), and content-hash keys for cached artifacts.
+//! `$IOBENCH_CACHE`) and the toolchains `cargo xtask setup` unpacks into it,
+//! and content-hash keys for cached artifacts.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,26 @@ pub fn cache_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/root"));
     home.join(".cache/iobench")
+}
+
+/// pkg-config files (and their headers and libraries) for building QEMU.
+pub fn qemu_deps_dir() -> PathBuf {
+    cache_dir().join("toolchains/qemu-deps")
+}
+
+/// Python wheels QEMU's configure installs into its venv.
+pub fn qemu_wheels_dir() -> PathBuf {
+    cache_dir().join("toolchains/qemu-wheels")
+}
+
+/// The ppc64le Rust std unpacked from Debian's package.
+pub fn ppc64le_sysroot() -> PathBuf {
+    cache_dir().join("toolchains/ppc64le-sysroot")
+}
+
+/// Static busybox for `arch` (`ppc64le` / `x86_64`).
+pub fn busybox(arch: &str) -> PathBuf {
+    cache_dir().join(format!("toolchains/busybox-{arch}/bin/busybox"))
 }
 
 /// A content key: hex SHA-256 over length-prefixed parts (so `ab`+`c` ≠ `a`+`bc`).

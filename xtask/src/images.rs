@@ -70,7 +70,7 @@ pub fn initramfs(arch: Arch) -> Result<PathBuf> {
 /// Builds the agent and an initramfs for `arch` carrying `modules`; returns its path.
 pub fn initramfs_with(arch: Arch, modules: &[(String, Vec<u8>)]) -> Result<PathBuf> {
     let agent = crate::agent::build(arch)?;
-    let busybox = crate::setup::busybox(arch.as_str());
+    let busybox = crate::cache::busybox(arch.as_str());
     if !busybox.is_file() {
         anyhow::bail!(
             "static busybox for {arch} is missing at {}; run `cargo xtask setup`",

@@ -200,37 +200,6 @@ fn debian_version(sh: &Shell) -> Result<String> {
         .context("linux-source-6.12 is not installed; run `cargo xtask setup`")
 }
 
-/// The identity of a source tree for cache keys: a git tree is HEAD plus a
-/// hash of its diff; anything else is its path and the time (never a hit).
-pub fn tree_identity(d: &Path) -> Result<String> {
-    let sh = Shell::new()?;
-    let _cd = sh.push_dir(d);
-    Ok(
-        match cmd!(sh, "git rev-parse HEAD")
-            .quiet()
-            .ignore_stderr()
-            .read()
-        {
-            Ok(head) => {
-                let diff = cmd!(sh, "git diff HEAD")
-                    .quiet()
-                    .ignore_stderr()
-                    .read()
-                    .unwrap_or_default();
-                format!("git:{}:{head}:{}", d.display(), key(&[diff.as_bytes()]))
-            }
-            Err(_) => format!(
-                "dir:{}:{}",
-                d.display(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|t| t.as_secs())
-                    .unwrap_or(0)
-            ),
-        },
-    )
-}
-
 /// Source directory and identity string.
 fn prepare_source(sh: &Shell, src: &Source) -> Result<(PathBuf, String)> {
     match src {
@@ -244,18 +213,18 @@ fn prepare_source(sh: &Shell, src: &Source) -> Result<(PathBuf, String)> {
                     d.display()
                 );
             }
-            let ident = tree_identity(&d)?;
+            let ident = crate::source::tree_identity(&d)?;
             Ok((d, ident))
         }
         Source::Debian => {
             let v = debian_version(sh)?;
             let dir = cache_dir().join(format!("src/linux-source-6.12_{v}"));
             if !dir.join("Makefile").is_file() {
-                println!("kernel: unpacking {} (once)", crate::setup::LINUX_SOURCE);
+                println!("kernel: unpacking {} (once)", crate::deps::LINUX_SOURCE);
                 let parent = cache_dir().join("src");
                 std::fs::create_dir_all(&parent)?;
                 let tmp = tempfile::tempdir_in(&parent)?;
-                let tarball = crate::setup::LINUX_SOURCE;
+                let tarball = crate::deps::LINUX_SOURCE;
                 let t = tmp.path();
                 cmd!(sh, "tar -xJf {tarball} -C {t}").run()?;
                 std::fs::rename(t.join("linux-source-6.12"), &dir)?;
@@ -268,7 +237,7 @@ fn prepare_source(sh: &Shell, src: &Source) -> Result<(PathBuf, String)> {
 /// Builds (or finds in the cache) the kernel of `flavour` from `src`.
 pub fn build(flavour: &Flavour, src: &Source) -> Result<Built> {
     let sh = Shell::new()?;
-    crate::setup::require(&["make", "flex", "bison", "bc", flavour.compiler()])?;
+    crate::deps::require(&["make", "flex", "bison", "bc", flavour.compiler()])?;
     let frags: Vec<(String, String)> = flavour
         .fragments
         .iter()

@@ -8,6 +8,7 @@ mod accel;
 mod agent;
 mod bench;
 mod cache;
+mod deps;
 mod flags;
 mod images;
 mod initramfs;
@@ -16,6 +17,7 @@ mod prebuilt;
 mod qemu;
 mod run;
 mod setup;
+mod source;
 mod test;
 mod tidy;
 
@@ -124,7 +126,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
 }
 
 fn doctor() -> anyhow::Result<()> {
-    let missing = setup::doctor();
+    let missing = deps::doctor();
     if missing > 0 {
         anyhow::bail!("{missing} dependencies missing; run `cargo xtask setup`");
     }

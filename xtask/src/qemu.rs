@@ -8,7 +8,7 @@
 //! hashes the source (tarball bytes, or the tree's git state), the patches
 //! and the configure flags: an unchanged rebuild is a directory lookup.
 //! Build dependencies come from `cargo xtask setup` (glib's development files
-//! are unpacked into the cache, not installed: see `setup::qemu_deps`).
+//! are unpacked into the cache, not installed: see `crate::setup`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,7 +16,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use xshell::{Shell, cmd};
 
-use crate::cache::{cache_dir, key, repo_root, short};
+use crate::cache::{cache_dir, key, qemu_deps_dir, qemu_wheels_dir, repo_root, short};
 
 /// The orig tarball `apt-get source` gives for QEMU 10.0.2.
 pub const ORIG_TARBALL: &str = "qemu_10.0.2+ds.orig.tar.xz";
@@ -36,9 +36,6 @@ const CONFIGURE: &[&str] = &[
     "--disable-tools",
     "--disable-guest-agent",
 ];
-/// Python packages QEMU's configure wants in its venv (the +ds tarball
-/// drops the bundled wheels); `setup` downloads them.
-pub const WHEELS: &[&str] = &["meson==1.5.0", "pycotap==1.3.1"];
 /// Where Debian's firmware (vof.bin, slof.bin) lives; passed as `-L`.
 pub const FIRMWARE_DIR: &str = "/usr/share/qemu";
 
@@ -59,7 +56,7 @@ fn tarball() -> PathBuf {
 
 fn build_key(src: Option<&Path>) -> Result<String> {
     let source: Vec<u8> = match src {
-        Some(dir) => crate::kernel::tree_identity(dir)?.into_bytes(),
+        Some(dir) => crate::source::tree_identity(dir)?.into_bytes(),
         None => {
             let t = tarball();
             if !t.exists() {
@@ -106,13 +103,13 @@ pub fn build(src: Option<&Path>) -> Result<PathBuf> {
     if bin.exists() {
         return Ok(bin);
     }
-    crate::setup::require(&["ninja", "python3"])?;
-    let deps = crate::setup::qemu_deps_dir();
-    if !crate::setup::qemu_wheels_dir().is_dir() || !deps.join("pkgconfig/glib-2.0.pc").exists() {
+    crate::deps::require(&["ninja", "python3"])?;
+    let deps = qemu_deps_dir();
+    if !qemu_wheels_dir().is_dir() || !deps.join("pkgconfig/glib-2.0.pc").exists() {
         bail!(
             "QEMU's build dependencies (glib development files in {}, meson wheels in {}) are missing; run `cargo xtask setup`",
             deps.display(),
-            crate::setup::qemu_wheels_dir().display()
+            qemu_wheels_dir().display()
         );
     }
     let t0 = Instant::now();
@@ -163,7 +160,7 @@ pub fn build(src: Option<&Path>) -> Result<PathBuf> {
     }
     let wheels = tree.join("python/wheels");
     std::fs::create_dir_all(&wheels)?;
-    for w in std::fs::read_dir(crate::setup::qemu_wheels_dir())?.flatten() {
+    for w in std::fs::read_dir(qemu_wheels_dir())?.flatten() {
         std::fs::copy(w.path(), wheels.join(w.file_name()))?;
     }
     let build = work.join("build");

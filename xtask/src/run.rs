@@ -62,9 +62,9 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let m = machine(&a.machine, &a.opts)?;
     let scenarios = load_scenarios(&a.scenario, &m.name, a.any_machine)?;
     if m.qemu.build == "stock" {
-        crate::setup::require(&[m.arch.qemu_binary()])?;
+        crate::deps::require(&[m.arch.qemu_binary()])?;
     }
-    crate::setup::require(&[harness::vsock::BACKEND])?;
+    crate::deps::require(&[harness::vsock::BACKEND])?;
     let log_dir = repo_root().join("target/iobench/run").join(&m.name);
     let mode = if a.shell || a.gdb {
         GuestMode::Shell

@@ -1,6 +1,7 @@
-//! Host dependencies: `cargo xtask setup` installs them, `doctor` checks.
+//! `cargo xtask setup`: installs the host dependencies [`crate::deps`]
+//! checks.
 //!
-//! Each dependency knows how to check itself and the fix.  Setup adds
+//! Setup adds
 //! `bookworm-backports` (QEMU 10) and the `ppc64el` dpkg architecture,
 //! installs Debian packages, unpacks the ppc64le Rust std and static busybox
 //! for both arches into the cache (`apt-get download`, no dpkg side effects)
@@ -13,14 +14,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use xshell::{Shell, cmd};
 
-use crate::cache::cache_dir;
-
-/// Debian's rustc-web 1.85, the ppc64le agent toolchain (both arches have it).
-pub const RUST_WEB: &str = "1.85.0+dfsg3-1~deb12u3";
-/// busybox-static, same version for amd64 and ppc64el.
-pub const BUSYBOX: &str = "1:1.35.0-4+deb12u1+b1";
-/// vhost-device-vsock from crates.io.
-pub const VHOST_VSOCK: &str = "0.3.0";
+use crate::cache::{busybox, cache_dir, ppc64le_sysroot, qemu_deps_dir, qemu_wheels_dir};
+use crate::deps::{BUSYBOX, RUST_WEB, VHOST_VSOCK, WHEELS, doctor, on_path};
 
 const BACKPORTS: &str = "/etc/apt/sources.list.d/iobench-backports.sources";
 const BACKPORTS_TEXT: &str = "Types: deb deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
@@ -69,133 +64,8 @@ const QEMU_DEV_DEBS: &[&str] = &[
     "libffi-dev",
 ];
 
-/// pkg-config files (and their headers and libraries) for building QEMU.
-pub fn qemu_deps_dir() -> PathBuf {
-    cache_dir().join("toolchains/qemu-deps")
-}
-
-/// Python wheels QEMU's configure installs into its venv.
-pub fn qemu_wheels_dir() -> PathBuf {
-    cache_dir().join("toolchains/qemu-wheels")
-}
-
 /// Packages from bookworm-backports.
 const APT_BACKPORTS: &[&str] = &["qemu-system-ppc", "qemu-system-x86", "linux-source-6.12"];
-
-/// The ppc64le Rust std unpacked from Debian's package.
-pub fn ppc64le_sysroot() -> PathBuf {
-    cache_dir().join("toolchains/ppc64le-sysroot")
-}
-
-/// Static busybox for `arch` (`ppc64le` / `x86_64`).
-pub fn busybox(arch: &str) -> PathBuf {
-    cache_dir().join(format!("toolchains/busybox-{arch}/bin/busybox"))
-}
-
-/// The Debian kernel source tarball.
-pub const LINUX_SOURCE: &str = "/usr/src/linux-source-6.12.tar.xz";
-
-/// One dependency and its check.
-struct Dep {
-    name: &'static str,
-    ok: bool,
-    fix: &'static str,
-}
-
-fn on_path(bin: &str) -> bool {
-    harness::process::which(bin).is_some()
-}
-
-fn deps() -> Vec<Dep> {
-    vec![
-        Dep {
-            name: "qemu-system-ppc64 (QEMU 10, backports)",
-            ok: on_path("qemu-system-ppc64"),
-            fix: "cargo xtask setup",
-        },
-        Dep {
-            name: "qemu-system-x86_64 (QEMU 10, backports)",
-            ok: on_path("qemu-system-x86_64"),
-            fix: "cargo xtask setup",
-        },
-        Dep {
-            name: "vhost-device-vsock",
-            ok: on_path("vhost-device-vsock"),
-            fix: "cargo install --locked vhost-device-vsock@0.3.0",
-        },
-        Dep {
-            name: "powerpc64le-linux-gnu-gcc",
-            ok: on_path("powerpc64le-linux-gnu-gcc"),
-            fix: "apt-get install gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross",
-        },
-        Dep {
-            name: "kernel build tools (make flex bison bc)",
-            ok: ["make", "flex", "bison", "bc"].iter().all(|b| on_path(b)),
-            fix: "apt-get install make flex bison bc libelf-dev libssl-dev",
-        },
-        Dep {
-            name: "linux-source-6.12",
-            ok: Path::new(LINUX_SOURCE).is_file(),
-            fix: "apt-get install -t bookworm-backports linux-source-6.12",
-        },
-        Dep {
-            name: "Debian rustc 1.85 (/usr/bin/rustc)",
-            ok: Path::new("/usr/bin/rustc").is_file(),
-            fix: "cargo xtask setup (rustc-web cargo-web libstd-rust-web-dev)",
-        },
-        Dep {
-            name: "ppc64le Rust std",
-            ok: ppc64le_sysroot()
-                .join("lib/rustlib/powerpc64le-unknown-linux-gnu/lib")
-                .is_dir(),
-            fix: "cargo xtask setup",
-        },
-        Dep {
-            name: "static busybox (ppc64le)",
-            ok: busybox("ppc64le").is_file(),
-            fix: "cargo xtask setup",
-        },
-        Dep {
-            name: "QEMU build deps (ninja, glib dev files, meson wheel)",
-            ok: on_path("ninja")
-                && qemu_deps_dir().join("pkgconfig/glib-2.0.pc").exists()
-                && qemu_wheels_dir().is_dir(),
-            fix: "cargo xtask setup",
-        },
-        Dep {
-            name: "static busybox (x86_64)",
-            ok: busybox("x86_64").is_file(),
-            fix: "cargo xtask setup",
-        },
-    ]
-}
-
-/// Prints every dependency; returns how many are missing.
-pub fn doctor() -> usize {
-    let mut missing = 0;
-    for d in deps() {
-        if d.ok {
-            println!("  ok       {}", d.name);
-        } else {
-            missing += 1;
-            println!("  MISSING  {}  → {}", d.name, d.fix);
-        }
-    }
-    missing
-}
-
-/// Fails with a clear message if a dependency of a command is missing.
-pub fn require(bins: &[&str]) -> Result<()> {
-    for b in bins {
-        if !on_path(b) {
-            bail!(
-                "{b} is not installed; run `cargo xtask setup` (or `cargo xtask doctor` to see what is missing)"
-            );
-        }
-    }
-    Ok(())
-}
-
 /// Installs everything; idempotent.
 pub fn setup() -> Result<()> {
     let sh = Shell::new()?;
@@ -384,13 +254,10 @@ fn qemu_deps(sh: &Shell) -> Result<()> {
     let have = std::fs::read_dir(&wheels)
         .map(|d| d.flatten().count())
         .unwrap_or(0);
-    if have < crate::qemu::WHEELS.len() {
-        println!(
-            "setup: downloading {} from PyPI",
-            crate::qemu::WHEELS.join(", ")
-        );
+    if have < WHEELS.len() {
+        println!("setup: downloading {} from PyPI", WHEELS.join(", "));
         std::fs::create_dir_all(&wheels)?;
-        let w = crate::qemu::WHEELS;
+        let w = WHEELS;
         cmd!(
             sh,
             "python3 -m pip download -q --no-deps --only-binary :all: -d {wheels} {w...}"

@@ -61,7 +61,7 @@ fn patched_qemu(root: &std::path::Path, only: &[String]) -> Result<Option<std::p
 
 /// Runs the suite.
 pub fn run(t: &TestArgs) -> Result<()> {
-    crate::setup::require(&[
+    crate::deps::require(&[
         "qemu-system-ppc64",
         "qemu-system-x86_64",
         harness::vsock::BACKEND,

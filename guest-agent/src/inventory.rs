@@ -1,48 +1,15 @@
-//! What the guest has: PCI functions with IOMMU groups and drivers, and
-//! which IOMMU user interfaces the kernel offers.  Also binds devices to
-//! vfio-pci through `driver_override`.
+//! What the guest has, for the host to decide which scenarios apply: its
+//! PCI functions (with IOMMU groups and drivers) and the IOMMU user
+//! interfaces the kernel offers, some found by their files, some by asking
+//! an ioctl.
 
 use std::fs;
 use std::path::Path;
 
-use iobench_proto::{Inventory, PciDevice};
+use iobench_proto::Inventory;
 
-const PCI: &str = "/sys/bus/pci/devices";
-
-fn read_hex(path: &Path) -> Option<u32> {
-    let s = fs::read_to_string(path).ok()?;
-    u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()
-}
-
-fn link_name(path: &Path) -> Option<String> {
-    fs::read_link(path)
-        .ok()?
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-}
-
-/// Every PCI function in sysfs, sorted by address.
-pub fn pci_devices() -> Vec<PciDevice> {
-    let Ok(dir) = fs::read_dir(PCI) else {
-        return Vec::new();
-    };
-    let mut out: Vec<PciDevice> = dir
-        .flatten()
-        .map(|e| {
-            let p = e.path();
-            PciDevice {
-                bdf: e.file_name().to_string_lossy().into_owned(),
-                vendor: read_hex(&p.join("vendor")).unwrap_or(0) as u16,
-                device: read_hex(&p.join("device")).unwrap_or(0) as u16,
-                class: read_hex(&p.join("class")).unwrap_or(0),
-                driver: link_name(&p.join("driver")),
-                iommu_group: link_name(&p.join("iommu_group")).and_then(|g| g.parse().ok()),
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| a.bdf.cmp(&b.bdf));
-    out
-}
+use crate::ops::{iommufd, vfio};
+use crate::pci;
 
 /// Kernel interfaces present, by name.
 pub fn features() -> Vec<String> {
@@ -65,70 +32,37 @@ pub fn features() -> Vec<String> {
         "eeh-debugfs",
         Path::new("/sys/kernel/debug/powerpc/eeh_dev_break").exists(),
     );
-    f.extend(crate::ops::probed_features().into_iter().map(String::from));
+    f.extend(probed_features().into_iter().map(String::from));
     f.sort();
     f
+}
+
+/// Feature names that need an ioctl to find out.
+fn probed_features() -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if let Ok(f) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/vfio/vfio")
+    {
+        let fd = std::os::fd::AsFd::as_fd(&f);
+        if vfio::container_has(fd, "type1v2") {
+            out.push("vfio-type1v2");
+        }
+        if vfio::container_has(fd, "spapr-v2") {
+            out.push("vfio-spapr-tce-v2");
+        }
+    }
+    if iommufd::selftest_present() {
+        out.push("iommufd-test");
+    }
+    out
 }
 
 /// The whole inventory.
 pub fn collect() -> Inventory {
     Inventory {
-        devices: pci_devices(),
+        devices: pci::devices(),
         features: features(),
     }
-}
-
-/// Binds every `vendor:device` function to vfio-pci; returns their addresses.
-pub fn bind_vfio(vendor: u16, device: u16) -> Result<Vec<String>, String> {
-    let mut bound = Vec::new();
-    for d in pci_devices()
-        .into_iter()
-        .filter(|d| d.vendor == vendor && d.device == device)
-    {
-        bind_one(&d)?;
-        bound.push(d.bdf);
-    }
-    Ok(bound)
-}
-
-/// Binds one function to vfio-pci through `driver_override` (nothing to do if it already is).
-pub fn bind_one(d: &PciDevice) -> Result<(), String> {
-    if d.driver.as_deref() == Some("vfio-pci") {
-        return Ok(());
-    }
-    let dev = Path::new(PCI).join(&d.bdf);
-    let w = |p: &Path, v: &str| fs::write(p, v).map_err(|e| format!("{}: {e}", p.display()));
-    w(&dev.join("driver_override"), "vfio-pci")?;
-    if d.driver.is_some() {
-        w(&dev.join("driver/unbind"), &d.bdf)?;
-    }
-    w(Path::new("/sys/bus/pci/drivers_probe"), &d.bdf)?;
-    match link_name(&dev.join("driver")) {
-        Some(drv) if drv == "vfio-pci" => Ok(()),
-        other => Err(format!("{} is bound to {other:?} after probing", d.bdf)),
-    }
-}
-
-/// Finds a function by `"vvvv:dddd"` (the `index`-th match, by address) or by full address.
-pub fn find(spec: &str, index: u64) -> Result<PciDevice, String> {
-    let all = pci_devices();
-    if spec.matches(':').count() == 1 && !spec.contains('.') {
-        let (v, d) = spec.split_once(':').unwrap_or_default();
-        let (v, d) = (u16::from_str_radix(v, 16), u16::from_str_radix(d, 16));
-        let (Ok(v), Ok(d)) = (v, d) else {
-            return Err(format!("{spec:?} is not vendor:device"));
-        };
-        let matching: Vec<PciDevice> = all
-            .into_iter()
-            .filter(|p| p.vendor == v && p.device == d)
-            .collect();
-        let n = matching.len();
-        return matching
-            .into_iter()
-            .nth(index as usize)
-            .ok_or_else(|| format!("no PCI function {spec} #{index} (the guest has {n})"));
-    }
-    all.into_iter()
-        .find(|p| p.bdf == spec)
-        .ok_or_else(|| format!("no PCI function at {spec}"))
 }

@@ -11,9 +11,13 @@
 //! serves one session on stdin/stdout (SSH).  `--frames` wraps every output
 //! line in a checksummed frame for consoles shared with printk.
 
+mod args;
+mod ctx;
 mod inventory;
 mod mem;
 mod ops;
+mod outcome;
+mod pci;
 mod scenario;
 mod session;
 mod sys;
@@ -140,7 +144,7 @@ fn main() -> ExitCode {
         }
     };
     for &(vendor, device) in &opts.bind_vfio {
-        match inventory::bind_vfio(vendor, device) {
+        match pci::bind_vfio(vendor, device) {
             Ok(bdfs) => {
                 eprintln!("guest-agent: {vendor:04x}:{device:04x} bound to vfio-pci: {bdfs:?}")
             }

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{edu, iommufd, vfio};
-use crate::scenario::{Args, Ctx, OpError, OpResult};
+use crate::args::Args;
+use crate::ctx::Ctx;
+use crate::outcome::{OpError, OpResult};
 
 fn rate(iterations: u64, run: impl FnMut() -> Result<(), OpError>) -> OpResult {
     let mut run = run;

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::vfio::{enable_bus_master, read_reg, write_reg};
-use crate::scenario::{Args, Ctx, OpError, OpResult};
+use crate::args::Args;
+use crate::ctx::Ctx;
+use crate::outcome::{OpError, OpResult};
 
 const REG_ID: u64 = 0x00;
 const REG_SRC: u64 = 0x80;

@@ -7,8 +7,10 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::scenario::{Args, Ctx, Object, OpError, OpResult};
-use crate::uapi::{IommuTestCmd, argsz, ioctl_ptr, iofd, iommufd_ioctl as io, test_op};
+use crate::args::Args;
+use crate::ctx::{Ctx, Object};
+use crate::outcome::{OpError, OpResult};
+use crate::uapi::{IommuTestCmd, argsz, iofd, iommufd_ioctl as io, test_op};
 
 fn id(v: u32) -> Value {
     Value::from(v)
@@ -45,7 +47,7 @@ pub fn selftest_present() -> bool {
     };
     let fd: OwnedFd = f.into();
     let mut cmd = IommuTestCmd::new(0xffff, 0);
-    matches!(ioctl_ptr(std::os::fd::AsFd::as_fd(&fd), io::TEST_CMD, &mut cmd), Err(e) if e.0 != libc::ENOTTY)
+    matches!(io::TEST_CMD.call(std::os::fd::AsFd::as_fd(&fd), &mut cmd), Err(e) if e.0 != libc::ENOTTY)
 }
 
 /// `iommufd.destroy`.
@@ -54,7 +56,8 @@ pub fn destroy(ctx: &mut Ctx, args: &Args) -> OpResult {
         size: argsz::<iofd::iommu_destroy>(),
         id: args.u32("id")?,
     };
-    ioctl_ptr(ctx.fd(args, "iommufd")?, io::DESTROY, &mut d)
+    io::DESTROY
+        .call(ctx.fd(args, "iommufd")?, &mut d)
         .map(Value::from)
         .map_err(Into::into)
 }
@@ -65,7 +68,7 @@ pub fn ioas_alloc(ctx: &mut Ctx, args: &Args) -> OpResult {
         size: argsz::<iofd::iommu_ioas_alloc>(),
         ..Default::default()
     };
-    ioctl_ptr(ctx.fd(args, "iommufd")?, io::IOAS_ALLOC, &mut a)?;
+    io::IOAS_ALLOC.call(ctx.fd(args, "iommufd")?, &mut a)?;
     Ok(id(a.out_ioas_id))
 }
 
@@ -81,7 +84,7 @@ pub fn iova_ranges(ctx: &mut Ctx, args: &Args) -> OpResult {
             allowed_iovas: ranges.as_mut_ptr() as u64,
             ..Default::default()
         };
-        match ioctl_ptr(fd, io::IOAS_IOVA_RANGES, &mut r) {
+        match io::IOAS_IOVA_RANGES.call(fd, &mut r) {
             Ok(_) => {
                 let list: Vec<Value> = ranges[..r.num_iovas as usize]
                     .iter()
@@ -123,7 +126,8 @@ pub fn allow_iovas(ctx: &mut Ctx, args: &Args) -> OpResult {
         allowed_iovas: ranges.as_ptr() as u64,
         ..Default::default()
     };
-    ioctl_ptr(ctx.fd(args, "iommufd")?, io::IOAS_ALLOW_IOVAS, &mut a)
+    io::IOAS_ALLOW_IOVAS
+        .call(ctx.fd(args, "iommufd")?, &mut a)
         .map(Value::from)
         .map_err(Into::into)
 }
@@ -160,7 +164,7 @@ pub fn map_raw(
         iova,
         ..Default::default()
     };
-    ioctl_ptr(fd, io::IOAS_MAP, &mut m)?;
+    io::IOAS_MAP.call(fd, &mut m)?;
     Ok(m.iova)
 }
 
@@ -172,7 +176,7 @@ pub fn unmap_raw(fd: BorrowedFd<'_>, ioas: u32, iova: u64, length: u64) -> Resul
         iova,
         length,
     };
-    ioctl_ptr(fd, io::IOAS_UNMAP, &mut u)?;
+    io::IOAS_UNMAP.call(fd, &mut u)?;
     Ok(u.length)
 }
 
@@ -215,7 +219,7 @@ pub fn copy(ctx: &mut Ctx, args: &Args) -> OpResult {
         dst_iova: dst.unwrap_or(0),
         src_iova: args.u64("src_iova")?,
     };
-    ioctl_ptr(ctx.fd(args, "iommufd")?, io::IOAS_COPY, &mut c)?;
+    io::IOAS_COPY.call(ctx.fd(args, "iommufd")?, &mut c)?;
     Ok(c.dst_iova.into())
 }
 
@@ -238,7 +242,7 @@ pub fn option(ctx: &mut Ctx, args: &Args) -> OpResult {
         val64: value.unwrap_or(0),
         ..Default::default()
     };
-    ioctl_ptr(ctx.fd(args, "iommufd")?, io::OPTION, &mut o)?;
+    io::OPTION.call(ctx.fd(args, "iommufd")?, &mut o)?;
     Ok(o.val64.into())
 }
 
@@ -251,7 +255,7 @@ pub fn hwpt_alloc(ctx: &mut Ctx, args: &Args) -> OpResult {
         pt_id: args.u32("pt_id")?,
         ..Default::default()
     };
-    ioctl_ptr(ctx.fd(args, "iommufd")?, io::HWPT_ALLOC, &mut h)?;
+    io::HWPT_ALLOC.call(ctx.fd(args, "iommufd")?, &mut h)?;
     Ok(id(h.out_hwpt_id))
 }
 
@@ -264,7 +268,7 @@ pub fn hw_info(ctx: &mut Ctx, args: &Args) -> OpResult {
     h.dev_id = args.u32("dev_id")?;
     h.data_len = data.len() as u32;
     h.data_uptr = data.as_mut_ptr() as u64;
-    ioctl_ptr(ctx.fd(args, "iommufd")?, io::GET_HW_INFO, &mut h)?;
+    io::GET_HW_INFO.call(ctx.fd(args, "iommufd")?, &mut h)?;
     // SAFETY: reading the out member of a union of two u32s.
     let ty = unsafe { h.__bindgen_anon_1.out_data_type };
     let kind = match ty {
@@ -279,9 +283,7 @@ pub fn hw_info(ctx: &mut Ctx, args: &Args) -> OpResult {
 }
 
 fn test_cmd(fd: BorrowedFd<'_>, cmd: &mut IommuTestCmd) -> Result<(), OpError> {
-    ioctl_ptr(fd, io::TEST_CMD, cmd)
-        .map(|_| ())
-        .map_err(Into::into)
+    io::TEST_CMD.call(fd, cmd).map(|_| ()).map_err(Into::into)
 }
 
 /// `mock.domain`: a mock device bound and attached to the IOAS.

@@ -12,8 +12,10 @@ pub mod vfio;
 use iobench_proto::ops::{parse_u64, value_matches};
 use serde_json::{Value, json};
 
+use crate::args::Args;
+use crate::ctx::{Ctx, Object};
 use crate::mem::Buffer;
-use crate::scenario::{Args, Ctx, Object, OpError, OpResult};
+use crate::outcome::{OpError, OpResult};
 
 type OpFn = fn(&mut Ctx, &Args) -> OpResult;
 
@@ -194,28 +196,6 @@ fn check(_ctx: &mut Ctx, args: &Args) -> OpResult {
     } else {
         Err(OpError::Error(failed.join("; ")))
     }
-}
-
-/// Feature names for the inventory that need an ioctl to find out.
-pub fn probed_features() -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if let Ok(f) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/vfio/vfio")
-    {
-        let fd = std::os::fd::AsFd::as_fd(&f);
-        if vfio::container_has(fd, "type1v2") {
-            out.push("vfio-type1v2");
-        }
-        if vfio::container_has(fd, "spapr-v2") {
-            out.push("vfio-spapr-tce-v2");
-        }
-    }
-    if iommufd::selftest_present() {
-        out.push("iommufd-test");
-    }
-    out
 }
 
 #[cfg(test)]

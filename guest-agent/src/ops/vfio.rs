@@ -1,16 +1,20 @@
 //! Legacy VFIO: container, group and device fds, region access, type1 and
 //! sPAPR TCE v2 mapping, sPAPR DMA windows, and `VFIO_EEH_PE_OP`.
 
+use std::ffi::CString;
 use std::fs::{File, OpenOptions};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use iobench_proto::ops::{EEH_OPS, VFIO_EXTENSIONS};
 use serde_json::{Value, json};
 
-use crate::scenario::{Args, Ctx, Object, OpError, OpResult};
-use crate::uapi::{argsz, ioctl_ptr, ioctl_val, vfio, vfio_ioctl as io};
+use crate::args::Args;
+use crate::ctx::{Ctx, Object};
+use crate::outcome::{OpError, OpResult};
+use crate::pci;
+use crate::uapi::{Ioctl, argsz, vfio, vfio_ioctl as io};
 
 fn open_rw(path: &Path) -> Result<OwnedFd, OpError> {
     match OpenOptions::new().read(true).write(true).open(path) {
@@ -32,18 +36,18 @@ fn extension(name: &str) -> Result<u32, OpError> {
 
 /// Whether an open container offers an extension (false on any error).
 pub fn container_has(fd: BorrowedFd<'_>, name: &str) -> bool {
-    extension(name).is_ok_and(|e| ioctl_val(fd, io::CHECK_EXTENSION, e.into()).is_ok_and(|r| r > 0))
+    extension(name).is_ok_and(|e| io::CHECK_EXTENSION.call(fd, e.into()).is_ok_and(|r| r > 0))
 }
 
 fn function(args: &Args) -> Result<iobench_proto::PciDevice, OpError> {
     let spec = args.str("device")?;
-    crate::inventory::find(spec, args.u64_or("index", 0)?).map_err(OpError::Error)
+    pci::find(spec, args.u64_or("index", 0)?).map_err(OpError::Error)
 }
 
 /// `pci.bind_vfio`.
 pub fn bind(_ctx: &mut Ctx, args: &Args) -> OpResult {
     let f = function(args)?;
-    crate::inventory::bind_one(&f).map_err(OpError::Error)?;
+    pci::bind_one(&f).map_err(OpError::Error)?;
     Ok(Value::String(f.bdf))
 }
 
@@ -84,7 +88,7 @@ pub fn group_status(ctx: &mut Ctx, args: &Args) -> OpResult {
         argsz: argsz::<vfio::vfio_group_status>(),
         flags: 0,
     };
-    ioctl_ptr(ctx.fd(args, "group")?, io::GROUP_GET_STATUS, &mut st)?;
+    io::GROUP_GET_STATUS.call(ctx.fd(args, "group")?, &mut st)?;
     Ok(json!({
         "viable": st.flags & vfio::VFIO_GROUP_FLAGS_VIABLE != 0,
         "container_set": st.flags & vfio::VFIO_GROUP_FLAGS_CONTAINER_SET != 0,
@@ -94,18 +98,16 @@ pub fn group_status(ctx: &mut Ctx, args: &Args) -> OpResult {
 /// `vfio.group_set_container`.
 pub fn group_set_container(ctx: &mut Ctx, args: &Args) -> OpResult {
     let mut container = ctx.fd(args, "container")?.as_raw_fd();
-    ioctl_ptr(
-        ctx.fd(args, "group")?,
-        io::GROUP_SET_CONTAINER,
-        &mut container,
-    )
-    .map(Value::from)
-    .map_err(Into::into)
+    io::GROUP_SET_CONTAINER
+        .call(ctx.fd(args, "group")?, &mut container)
+        .map(Value::from)
+        .map_err(Into::into)
 }
 
 /// `vfio.group_unset_container`.
 pub fn group_unset_container(ctx: &mut Ctx, args: &Args) -> OpResult {
-    ioctl_val(ctx.fd(args, "group")?, io::GROUP_UNSET_CONTAINER, 0)
+    io::GROUP_UNSET_CONTAINER
+        .call(ctx.fd(args, "group")?, 0)
         .map(Value::from)
         .map_err(Into::into)
 }
@@ -113,7 +115,8 @@ pub fn group_unset_container(ctx: &mut Ctx, args: &Args) -> OpResult {
 /// `vfio.check_extension`.
 pub fn check_extension(ctx: &mut Ctx, args: &Args) -> OpResult {
     let ext = extension(args.str("extension")?)?;
-    ioctl_val(ctx.fd(args, "container")?, io::CHECK_EXTENSION, ext.into())
+    io::CHECK_EXTENSION
+        .call(ctx.fd(args, "container")?, ext.into())
         .map(Value::from)
         .map_err(Into::into)
 }
@@ -121,7 +124,8 @@ pub fn check_extension(ctx: &mut Ctx, args: &Args) -> OpResult {
 /// `vfio.set_iommu`.
 pub fn set_iommu(ctx: &mut Ctx, args: &Args) -> OpResult {
     let ext = extension(args.str("type")?)?;
-    ioctl_val(ctx.fd(args, "container")?, io::SET_IOMMU, ext.into())
+    io::SET_IOMMU
+        .call(ctx.fd(args, "container")?, ext.into())
         .map(Value::from)
         .map_err(Into::into)
 }
@@ -129,21 +133,8 @@ pub fn set_iommu(ctx: &mut Ctx, args: &Args) -> OpResult {
 /// `vfio.device_open`.
 pub fn device_open(ctx: &mut Ctx, args: &Args) -> OpResult {
     let f = function(args)?;
-    let mut name = f.bdf.clone().into_bytes();
-    name.push(0);
-    // SAFETY: GET_DEVICE_FD takes a NUL-terminated device name.
-    let r = unsafe {
-        libc::ioctl(
-            ctx.fd(args, "group")?.as_raw_fd(),
-            io::GROUP_GET_DEVICE_FD,
-            name.as_ptr(),
-        )
-    };
-    if r < 0 {
-        return Err(crate::uapi::Errno::last().into());
-    }
-    // SAFETY: the ioctl returned a new descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(r) };
+    let name = CString::new(f.bdf.clone()).map_err(|e| format!("{:?}: {e}", f.bdf))?;
+    let fd = io::GROUP_GET_DEVICE_FD.call(ctx.fd(args, "group")?, &name)?;
     Ok(ctx.add(Object::Fd { kind: "device", fd }, json!({ "bdf": f.bdf })))
 }
 
@@ -153,13 +144,14 @@ pub fn device_info(ctx: &mut Ctx, args: &Args) -> OpResult {
         argsz: argsz::<vfio::vfio_device_info>(),
         ..Default::default()
     };
-    ioctl_ptr(ctx.fd(args, "device")?, io::DEVICE_GET_INFO, &mut info)?;
+    io::DEVICE_GET_INFO.call(ctx.fd(args, "device")?, &mut info)?;
     Ok(json!({ "flags": info.flags, "num_regions": info.num_regions, "num_irqs": info.num_irqs }))
 }
 
 /// `vfio.device_reset`.
 pub fn device_reset(ctx: &mut Ctx, args: &Args) -> OpResult {
-    ioctl_val(ctx.fd(args, "device")?, io::DEVICE_RESET, 0)
+    io::DEVICE_RESET
+        .call(ctx.fd(args, "device")?, 0)
         .map(Value::from)
         .map_err(Into::into)
 }
@@ -170,7 +162,7 @@ fn region_info(fd: BorrowedFd<'_>, index: u32) -> Result<vfio::vfio_region_info,
         index,
         ..Default::default()
     };
-    ioctl_ptr(fd, io::DEVICE_GET_REGION_INFO, &mut info)?;
+    io::DEVICE_GET_REGION_INFO.call(fd, &mut info)?;
     Ok(info)
 }
 
@@ -361,7 +353,7 @@ pub fn map_raw(
         iova,
         size,
     };
-    ioctl_ptr(fd, io::MAP_DMA, &mut m).map_err(Into::into)
+    io::MAP_DMA.call(fd, &mut m).map_err(Into::into)
 }
 
 /// VFIO_IOMMU_UNMAP_DMA; the ioctl's return value.
@@ -372,7 +364,7 @@ pub fn unmap_raw(fd: BorrowedFd<'_>, iova: u64, size: u64) -> Result<i32, OpErro
         size,
         ..Default::default()
     };
-    ioctl_ptr(fd, io::UNMAP_DMA, &mut u).map_err(Into::into)
+    io::UNMAP_DMA.call(fd, &mut u).map_err(Into::into)
 }
 
 /// `vfio.map_dma`.
@@ -404,7 +396,7 @@ pub fn tce_info(ctx: &mut Ctx, args: &Args) -> OpResult {
         argsz: argsz::<vfio::vfio_iommu_spapr_tce_info>(),
         ..Default::default()
     };
-    ioctl_ptr(ctx.fd(args, "container")?, io::SPAPR_TCE_GET_INFO, &mut i)?;
+    io::SPAPR_TCE_GET_INFO.call(ctx.fd(args, "container")?, &mut i)?;
     Ok(json!({
         "flags": i.flags,
         "dma32_window_start": i.dma32_window_start,
@@ -415,7 +407,11 @@ pub fn tce_info(ctx: &mut Ctx, args: &Args) -> OpResult {
     }))
 }
 
-fn register(ctx: &mut Ctx, args: &Args, req: libc::Ioctl) -> OpResult {
+fn register(
+    ctx: &mut Ctx,
+    args: &Args,
+    req: Ioctl<vfio::vfio_iommu_spapr_register_memory>,
+) -> OpResult {
     let (buf, offset, length) = ctx.buffer_range(args)?;
     let mut r = vfio::vfio_iommu_spapr_register_memory {
         argsz: argsz::<vfio::vfio_iommu_spapr_register_memory>(),
@@ -423,7 +419,7 @@ fn register(ctx: &mut Ctx, args: &Args, req: libc::Ioctl) -> OpResult {
         vaddr: buf.addr(offset),
         size: length,
     };
-    ioctl_ptr(ctx.fd(args, "container")?, req, &mut r)
+    req.call(ctx.fd(args, "container")?, &mut r)
         .map(Value::from)
         .map_err(Into::into)
 }
@@ -447,7 +443,7 @@ pub fn create_window(ctx: &mut Ctx, args: &Args) -> OpResult {
         levels: args.u64_or("levels", 1)? as u32,
         ..Default::default()
     };
-    ioctl_ptr(ctx.fd(args, "container")?, io::SPAPR_TCE_CREATE, &mut c)?;
+    io::SPAPR_TCE_CREATE.call(ctx.fd(args, "container")?, &mut c)?;
     Ok(json!({ "start_addr": c.start_addr }))
 }
 
@@ -458,7 +454,8 @@ pub fn remove_window(ctx: &mut Ctx, args: &Args) -> OpResult {
         flags: 0,
         start_addr: args.u64("start_addr")?,
     };
-    ioctl_ptr(ctx.fd(args, "container")?, io::SPAPR_TCE_REMOVE, &mut r)
+    io::SPAPR_TCE_REMOVE
+        .call(ctx.fd(args, "container")?, &mut r)
         .map(Value::from)
         .map_err(Into::into)
 }
@@ -481,7 +478,8 @@ pub fn eeh_pe_op(ctx: &mut Ctx, args: &Args) -> OpResult {
         addr: args.u64_or("addr", 0)?,
         mask: args.u64_or("mask", 0)?,
     };
-    ioctl_ptr(ctx.fd(args, "container")?, io::EEH_PE_OP, &mut p)
+    io::EEH_PE_OP
+        .call(ctx.fd(args, "container")?, &mut p)
         .map(Value::from)
         .map_err(Into::into)
 }
@@ -489,9 +487,7 @@ pub fn eeh_pe_op(ctx: &mut Ctx, args: &Args) -> OpResult {
 /// `vfio.cdev_open`: the function's `/dev/vfio/devices/vfioN`.
 pub fn cdev_open(ctx: &mut Ctx, args: &Args) -> OpResult {
     let f = function(args)?;
-    let dir = Path::new("/sys/bus/pci/devices")
-        .join(&f.bdf)
-        .join("vfio-dev");
+    let dir = pci::dir(&f.bdf).join("vfio-dev");
     let name = std::fs::read_dir(&dir)
         .map_err(|e| {
             format!(
@@ -518,7 +514,7 @@ pub fn cdev_bind(ctx: &mut Ctx, args: &Args) -> OpResult {
         iommufd: ctx.fd(args, "iommufd")?.as_raw_fd(),
         ..Default::default()
     };
-    ioctl_ptr(ctx.fd(args, "device")?, io::DEVICE_BIND_IOMMUFD, &mut b)?;
+    io::DEVICE_BIND_IOMMUFD.call(ctx.fd(args, "device")?, &mut b)?;
     Ok(b.out_devid.into())
 }
 
@@ -529,11 +525,7 @@ pub fn cdev_attach(ctx: &mut Ctx, args: &Args) -> OpResult {
         pt_id: args.u32("pt_id")?,
         ..Default::default()
     };
-    ioctl_ptr(
-        ctx.fd(args, "device")?,
-        io::DEVICE_ATTACH_IOMMUFD_PT,
-        &mut a,
-    )?;
+    io::DEVICE_ATTACH_IOMMUFD_PT.call(ctx.fd(args, "device")?, &mut a)?;
     Ok(a.pt_id.into())
 }
 
@@ -543,11 +535,8 @@ pub fn cdev_detach(ctx: &mut Ctx, args: &Args) -> OpResult {
         argsz: argsz::<vfio::vfio_device_detach_iommufd_pt>(),
         ..Default::default()
     };
-    ioctl_ptr(
-        ctx.fd(args, "device")?,
-        io::DEVICE_DETACH_IOMMUFD_PT,
-        &mut d,
-    )
-    .map(Value::from)
-    .map_err(Into::into)
+    io::DEVICE_DETACH_IOMMUFD_PT
+        .call(ctx.fd(args, "device")?, &mut d)
+        .map(Value::from)
+        .map_err(Into::into)
 }

@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod console;
 pub mod machine;
+pub mod manifest;
 pub mod process;
 pub mod qemu;
 pub mod qmp;

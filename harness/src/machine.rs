@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Errors loading a machine definition.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +45,7 @@ pub enum MachineError {
 }
 
 /// Guest architecture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Arch {
     /// 64-bit little-endian POWER (pseries).
@@ -93,6 +93,75 @@ impl fmt::Display for Arch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// A guest kernel flavour (what `cargo xtask kernel` builds): written
+/// `ppc64le-4k`, `ppc64le-64k` or `x86_64` in machine files, manifests and
+/// on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum KernelFlavour {
+    /// ppc64le with 4 KiB pages (pseries).
+    #[serde(rename = "ppc64le-4k")]
+    Ppc64le4k,
+    /// ppc64le with 64 KiB pages (pseries).
+    #[serde(rename = "ppc64le-64k")]
+    Ppc64le64k,
+    /// x86_64 (q35).
+    #[serde(rename = "x86_64")]
+    X86_64,
+}
+
+impl KernelFlavour {
+    /// Every flavour, in name order.
+    pub const ALL: [KernelFlavour; 3] = [
+        KernelFlavour::Ppc64le4k,
+        KernelFlavour::Ppc64le64k,
+        KernelFlavour::X86_64,
+    ];
+
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KernelFlavour::Ppc64le4k => "ppc64le-4k",
+            KernelFlavour::Ppc64le64k => "ppc64le-64k",
+            KernelFlavour::X86_64 => "x86_64",
+        }
+    }
+
+    /// The architecture it runs on.
+    pub fn arch(self) -> Arch {
+        match self {
+            KernelFlavour::Ppc64le4k | KernelFlavour::Ppc64le64k => Arch::Ppc64le,
+            KernelFlavour::X86_64 => Arch::X86_64,
+        }
+    }
+
+    /// The flavours of `arch`.
+    pub fn of(arch: Arch) -> impl Iterator<Item = KernelFlavour> {
+        Self::ALL.into_iter().filter(move |f| f.arch() == arch)
+    }
+
+    /// The flavour named `name`.
+    pub fn parse(name: &str) -> Option<KernelFlavour> {
+        Self::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+}
+
+impl fmt::Display for KernelFlavour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which QEMU a machine runs on: `build = "stock"` or `"patched"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QemuBuild {
+    /// The system's `qemu-system-*`.
+    #[default]
+    Stock,
+    /// `qemu-system-ppc64` with `qemu-patches/`, built by `cargo xtask qemu`.
+    Patched,
 }
 
 /// A size in bytes, written `512M`, `1G` or a plain byte count.
@@ -189,15 +258,11 @@ pub struct QemuSection {
     #[serde(default)]
     pub options: BTreeMap<String, String>,
     /// Which QEMU: `stock` (the system's) or `patched` (built by `cargo xtask qemu`).
-    #[serde(default = "stock")]
-    pub build: String,
+    #[serde(default)]
+    pub build: QemuBuild,
     /// Extra arguments appended verbatim (as separate argv entries).
     #[serde(default)]
     pub extra_args: Vec<String>,
-}
-
-fn stock() -> String {
-    "stock".into()
 }
 
 /// The kernel part of a definition.
@@ -205,7 +270,7 @@ fn stock() -> String {
 #[serde(deny_unknown_fields)]
 pub struct KernelSection {
     /// Kernel flavour built by `cargo xtask kernel`, e.g. `ppc64le-4k`.
-    pub flavour: String,
+    pub flavour: KernelFlavour,
     /// Extra kernel command-line words.
     #[serde(default)]
     pub cmdline: String,
@@ -282,15 +347,6 @@ impl Machine {
                 ),
             ));
         }
-        if !matches!(m.qemu.build.as_str(), "stock" | "patched") {
-            return Err(err(
-                line_of_key("build"),
-                format!(
-                    "build must be \"stock\" or \"patched\", not {:?}",
-                    m.qemu.build
-                ),
-            ));
-        }
         if m.cpus == 0 || m.cpus > 64 {
             return Err(err(
                 line_of_key("cpus"),
@@ -314,7 +370,7 @@ impl Machine {
                 ..
             } = d;
             let at = line_of_key(&format!("\"{id}\""));
-            if *eeh && (m.arch != Arch::Ppc64le || m.qemu.build != "patched") {
+            if *eeh && (m.arch != Arch::Ppc64le || m.qemu.build != QemuBuild::Patched) {
                 return Err(err(
                     at,
                     format!(

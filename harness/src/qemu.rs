@@ -6,12 +6,15 @@
 //! pseries, `kernel-irqchip=split` for interrupt remapping on q35) are in
 //! `shared/reference/qemu-10.0.md`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::machine::{Arch, Device, Machine};
+use serde::{Deserialize, Serialize};
+
+use crate::machine::{Arch, Device, Machine, QemuBuild};
 
 /// Which accelerator QEMU uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Accel {
     /// Software emulation: works everywhere.
     Tcg,
@@ -139,7 +142,7 @@ pub fn args(m: &Machine, files: &BootFiles, opts: &BootOptions) -> Vec<String> {
         .collect();
     machine_opts.push(("memory-backend".into(), "mem".into()));
     push(&["-machine", &kv(&m.qemu.machine, machine_opts)]);
-    if m.qemu.build == "patched" {
+    if m.qemu.build == QemuBuild::Patched {
         push(&["-L", FIRMWARE_DIR]);
     }
     push(&["-accel", opts.accel.as_str()]);
@@ -249,21 +252,10 @@ pub fn args(m: &Machine, files: &BootFiles, opts: &BootOptions) -> Vec<String> {
 /// without its blobs is pointed here with `-L`.
 pub const FIRMWARE_DIR: &str = "/usr/share/qemu";
 
-/// The QEMU binary for `m`: the stock one on PATH, or `patched` (the build
-/// of `cargo xtask qemu`) for a machine with `build = "patched"`.
-pub fn binary(m: &Machine, patched: Option<&Path>) -> Result<PathBuf, String> {
-    match (m.qemu.build.as_str(), patched) {
-        ("patched", Some(bin)) => Ok(bin.to_path_buf()),
-        ("patched", None) => Err(format!(
-            "machine {} needs the patched QEMU (build = \"patched\"); build it with `cargo xtask qemu`",
-            m.name
-        )),
-        _ => Ok(PathBuf::from(m.arch.qemu_binary())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn machine(name: &str) -> Machine {
@@ -296,17 +288,8 @@ mod tests {
             after(&a, "-device").contains(&"spapr-pci-host-bridge,index=1,id=phb1,x-emu-eeh=on")
         );
         assert_eq!(after(&a, "-L"), vec![FIRMWARE_DIR]);
-        assert!(binary(&m, None).unwrap_err().contains("cargo xtask qemu"));
-        assert_eq!(
-            binary(&m, Some(Path::new("/q/qemu-system-ppc64"))).unwrap(),
-            Path::new("/q/qemu-system-ppc64")
-        );
         let stock = machine("pseries");
         assert!(after(&args(&stock, &files(), &BootOptions::default()), "-L").is_empty());
-        assert_eq!(
-            binary(&stock, Some(Path::new("/q/x"))).unwrap(),
-            Path::new("qemu-system-ppc64")
-        );
     }
 
     #[test]

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use crate::agent::{Agent, AgentError};
 use crate::console::Console;
-use crate::machine::Machine;
+use crate::machine::{Machine, QemuBuild};
 use crate::process::{self, Owned};
-use crate::qemu::{self, BootFiles, BootOptions, GuestMode};
+use crate::qemu::{self, Accel, BootFiles, BootOptions, GuestMode};
 use crate::vsock::{Backend, VsockError};
 
 /// Kernel and initramfs for one architecture.
@@ -91,19 +91,76 @@ pub struct VmSpec {
 }
 
 impl VmSpec {
-    /// A spec with the defaults: the machine's stock QEMU, default deadlines,
-    /// no console echo, vsock with serial fallback.
-    pub fn new(machine: Machine, images: Images, boot: BootOptions, log_dir: PathBuf) -> VmSpec {
-        VmSpec {
-            qemu: machine.arch.qemu_binary().into(),
+    /// Starts the spec to boot `machine` from `images`, logging into
+    /// `log_dir`: the one way `cargo xtask run`, the bench and the VM suite
+    /// make theirs.
+    pub fn builder(machine: Machine, images: Images, log_dir: PathBuf) -> VmSpecBuilder {
+        VmSpecBuilder {
             machine,
             images,
-            boot,
             log_dir,
+            boot: BootOptions::default(),
+            patched_qemu: None,
+        }
+    }
+}
+
+/// Builds a [`VmSpec`] (see [`VmSpec::builder`]): the accelerator, the guest
+/// mode and, for a machine with `build = "patched"`, the patched QEMU; the
+/// rest (deadlines, console echo, channel) starts at its default and can be
+/// changed on the spec.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct VmSpecBuilder {
+    machine: Machine,
+    images: Images,
+    log_dir: PathBuf,
+    boot: BootOptions,
+    patched_qemu: Option<PathBuf>,
+}
+
+impl VmSpecBuilder {
+    /// The accelerator (default TCG).
+    pub fn accel(mut self, accel: Accel) -> Self {
+        self.boot.accel = accel;
+        self
+    }
+
+    /// What the guest runs (default the agent).
+    pub fn mode(mut self, mode: GuestMode) -> Self {
+        self.boot.mode = mode;
+        self
+    }
+
+    /// The `qemu-system-ppc64` built by `cargo xtask qemu`, used if the
+    /// machine has `build = "patched"` (ignored otherwise).
+    pub fn patched_qemu(mut self, binary: Option<PathBuf>) -> Self {
+        self.patched_qemu = binary;
+        self
+    }
+
+    /// The spec, with the QEMU the machine's `build` asks for: the stock
+    /// binary on PATH, or the patched one (an error if there is none).
+    pub fn build(self) -> Result<VmSpec, VmError> {
+        let qemu = match (self.machine.qemu.build, self.patched_qemu) {
+            (QemuBuild::Stock, _) => PathBuf::from(self.machine.arch.qemu_binary()),
+            (QemuBuild::Patched, Some(binary)) => binary,
+            (QemuBuild::Patched, None) => {
+                return Err(VmError::PatchedQemuMissing {
+                    machine: self.machine.name,
+                });
+            }
+        };
+        Ok(VmSpec {
+            machine: self.machine,
+            images: self.images,
+            boot: self.boot,
+            qemu,
+            log_dir: self.log_dir,
             timeouts: Timeouts::default(),
             echo_console: false,
             channel: Channel::Auto,
-        }
+        })
     }
 }
 
@@ -115,6 +172,14 @@ pub enum VmError {
     QemuMissing {
         /// The binary looked for.
         binary: PathBuf,
+    },
+    /// The machine runs on the patched QEMU, and none was given.
+    #[error(
+        "machine {machine} needs the patched QEMU (build = \"patched\"); build it with `cargo xtask qemu`"
+    )]
+    PatchedQemuMissing {
+        /// The machine's name.
+        machine: String,
     },
     /// An image is missing.
     #[error("{what} {path} does not exist; build it with `cargo xtask {xtask}`")]
@@ -671,4 +736,41 @@ fn shell_words(bin: &Path, args: &[String]) -> String {
     }
     out.push('\n');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builder(name: &str) -> VmSpecBuilder {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../qemu-configs");
+        let images = Images {
+            kernel: "/k".into(),
+            initramfs: "/i".into(),
+            vmlinux: None,
+        };
+        VmSpec::builder(Machine::find(&dir, name).unwrap(), images, "/logs".into())
+    }
+
+    #[test]
+    fn the_builder_picks_the_qemu_the_machine_asks_for() {
+        let patched = Some(PathBuf::from("/q/qemu-system-ppc64"));
+        let e = builder("pseries-eeh").build().unwrap_err().to_string();
+        assert!(e.contains("cargo xtask qemu"), "{e}");
+        let s = builder("pseries-eeh")
+            .patched_qemu(patched.clone())
+            .build()
+            .unwrap();
+        assert_eq!(s.qemu, Path::new("/q/qemu-system-ppc64"));
+        let s = builder("pseries")
+            .patched_qemu(patched)
+            .accel(Accel::Kvm)
+            .mode(GuestMode::Shell)
+            .build()
+            .unwrap();
+        assert_eq!(s.qemu, Path::new("qemu-system-ppc64"));
+        assert_eq!((s.boot.accel, s.boot.mode), (Accel::Kvm, GuestMode::Shell));
+        assert_eq!(s.log_dir, Path::new("/logs"));
+        assert_eq!(s.channel, Channel::Auto);
+    }
 }

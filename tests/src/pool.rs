@@ -17,7 +17,7 @@ use harness::target::{Session, TargetDef};
 use harness::vm::Vm;
 use libtest_mimic::{Completion, Failed};
 
-use crate::Manifest;
+use harness::manifest::Manifest;
 
 struct Slot {
     vm: Option<Vm>,
@@ -65,7 +65,10 @@ impl Pool {
     }
 
     fn boot(&self, machine: &str, log_name: &str) -> Result<(Vm, Vec<String>), String> {
-        let spec = self.manifest.spec(machine, log_name, GuestMode::Agent)?;
+        let spec = self
+            .manifest
+            .spec(machine, log_name, GuestMode::Agent)
+            .map_err(|e| e.to_string())?;
         let mut vm = Vm::boot(spec).map_err(|e| e.to_string())?;
         let inv = match vm.agent() {
             Ok(a) => a.inventory().map_err(|e| vm.explain(e).to_string())?,
@@ -301,11 +304,14 @@ impl TargetPool {
                     .join(sock);
                 d.console = format!("unix:{}", sock.display());
                 st.fixture = None; // a fresh machine for a fresh session
-                let spec = self.manifest.spec(
-                    machine,
-                    &format!("{}/{machine}-{}", self.name, st.opens),
-                    GuestMode::Shell,
-                )?;
+                let spec = self
+                    .manifest
+                    .spec(
+                        machine,
+                        &format!("{}/{machine}-{}", self.name, st.opens),
+                        GuestMode::Shell,
+                    )
+                    .map_err(|e| e.to_string())?;
                 let vm = crate::fixture::console_machine(spec, &sock)?;
                 st.fixture = Some(Fixture::Machine { _vm: Box::new(vm) });
             }
@@ -317,7 +323,7 @@ impl TargetPool {
             }
             (None, _) => {}
         }
-        let agent = self.manifest.agents.get(def.arch().as_str()).cloned();
+        let agent = self.manifest.agents.get(&def.arch()).cloned();
         // After a power cycle the target takes a while to come back.
         let deadline = std::time::Instant::now() + wait;
         let mut session = loop {

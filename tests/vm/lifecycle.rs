@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+use harness::manifest::Manifest;
 use harness::qemu::GuestMode;
 use harness::vm::{Timeouts, Vm, VmError, VmSpec};
-use iobench_tests::Manifest;
 use libtest_mimic::Failed;
 
 use crate::support::{assert_no_leftovers, catalogue_scenario, spec};

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use harness::report::TrialRecord;
 use iobench_tests::pool::{self, Pool};
-use iobench_tests::{MANIFEST_ENV, Manifest};
+use harness::manifest::{MANIFEST_ENV, Manifest};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 use lifecycle::{

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use harness::manifest::Manifest;
 use harness::qemu::GuestMode;
 use harness::vm::Vm;
-use iobench_tests::Manifest;
 use iobench_tests::pool::Pool;
 use libtest_mimic::{Failed, Trial};
 

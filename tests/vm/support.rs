@@ -4,11 +4,13 @@
 
 use std::time::{Duration, Instant};
 
+use harness::manifest::Manifest;
 use harness::qemu::GuestMode;
 use harness::vm::VmSpec;
-use iobench_tests::Manifest;
 use libtest_mimic::Failed;
 
+/// The manifest's spec for `machine` in `mode`, logging under the trial's
+/// name, with `cmdline` added to the kernel command line.
 pub fn spec(
     m: &Manifest,
     machine: &str,

@@ -5,10 +5,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use harness::manifest::Manifest;
 use harness::qemu::GuestMode;
 use harness::scenario::AgentHost;
 use harness::target::{SerialDef, Session, TargetDef, TargetError};
-use iobench_tests::Manifest;
 use iobench_tests::pool::TargetPool;
 use libtest_mimic::{Failed, Trial};
 
@@ -34,7 +34,7 @@ pub fn ssh_loopback(m: &Manifest, _machine: &str, trial: &str) -> Result<(), Fai
     let sshd = iobench_tests::fixture::LoopbackSshd::start()?;
     let agent = m
         .agents
-        .get("x86_64")
+        .get(&harness::machine::Arch::X86_64)
         .ok_or("no x86_64 agent in the manifest")?;
     let log_dir = m.log_root.join(trial.replace("::", "/"));
     let open = |d: harness::target::SshDef| {
@@ -169,7 +169,7 @@ pub fn serial_console(m: &Manifest, machine: &str, trial: &str) -> Result<(), Fa
 /// name or a machine it `runs`), on one reused session.
 pub fn target_trials(
     m: &Arc<Manifest>,
-    run: &iobench_tests::TargetRun,
+    run: &harness::manifest::TargetRun,
     records: &Records,
 ) -> (Vec<Trial>, Option<Arc<TargetPool>>) {
     let fail = |msg: String| {

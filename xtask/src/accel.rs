@@ -86,22 +86,48 @@ pub fn choose(flag: AccelFlag, arch: Arch, kernel: &Path) -> Result<Accel> {
         Ok(v) => v,
         Err(_) => {
             let v = match probe(qemu, kernel) {
-                Ok(()) => "kvm".to_string(),
-                Err(reason) => format!("tcg {reason}"),
+                Ok(()) => Accel::Kvm.as_str().to_string(),
+                Err(reason) => format!("{} {reason}", Accel::Tcg.as_str()),
             };
             let _ = std::fs::create_dir_all(crate::cache::cache_dir());
             let _ = std::fs::write(&verdict_file, &v);
             v
         }
     };
-    if verdict == "kvm" {
-        Ok(Accel::Kvm)
-    } else {
-        eprintln!(
-            "accel: using TCG: {} (cached in {})",
-            verdict.trim_start_matches("tcg "),
-            verdict_file.display()
+    match parse_verdict(&verdict) {
+        (Accel::Kvm, _) => Ok(Accel::Kvm),
+        (Accel::Tcg, reason) => {
+            eprintln!(
+                "accel: using TCG: {reason} (cached in {})",
+                verdict_file.display()
+            );
+            Ok(Accel::Tcg)
+        }
+    }
+}
+
+/// A cached verdict: `kvm`, or `tcg` and why KVM failed.
+fn parse_verdict(v: &str) -> (Accel, &str) {
+    if v == Accel::Kvm.as_str() {
+        return (Accel::Kvm, "");
+    }
+    let reason = v
+        .strip_prefix(Accel::Tcg.as_str())
+        .map_or(v, |r| r.strip_prefix(' ').unwrap_or(r));
+    (Accel::Tcg, reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_verdicts_read_back() {
+        assert_eq!(parse_verdict("kvm"), (Accel::Kvm, ""));
+        assert_eq!(
+            parse_verdict("tcg no /dev/kvm"),
+            (Accel::Tcg, "no /dev/kvm")
         );
-        Ok(Accel::Tcg)
+        assert_eq!(parse_verdict("garbage"), (Accel::Tcg, "garbage"));
     }
 }

@@ -155,16 +155,16 @@ pub fn run(b: &BenchArgs) -> Result<()> {
     ] {
         crate::images::initramfs(arch)?;
     }
-    for f in crate::test::FLAVOURS {
+    for f in harness::machine::KernelFlavour::ALL {
         crate::kernel::build(
-            &crate::kernel::Flavour::named(f)?,
+            &crate::kernel::Flavour::new(f),
             &crate::kernel::Source::Debian,
         )?;
     }
     let noop = t0.elapsed();
     rows.push(format!(
         "no-op image build ({} kernels, 2 agents, 2 initramfs): {:.3} s",
-        crate::test::FLAVOURS.len(),
+        harness::machine::KernelFlavour::ALL.len(),
         noop.as_secs_f64()
     ));
     json.insert("noop_build_s".into(), noop.as_secs_f64().into());

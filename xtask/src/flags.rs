@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use harness::machine::{Arch, KernelFlavour};
 
 /// iobench: IOMMU test bench for pseries and q35 guests.
 #[derive(Debug, Parser)]
@@ -179,8 +180,15 @@ pub struct KernelSource {
     #[arg(long)]
     pub src: Option<PathBuf>,
     /// Boot Debian's own 6.12 kernels and modules instead of building (fast; no iommufd).
-    #[arg(long, value_name = "debian", value_parser = ["debian"], conflicts_with = "src")]
-    pub prebuilt: Option<String>,
+    #[arg(long, value_enum, value_name = "debian", conflicts_with = "src")]
+    pub prebuilt: Option<Prebuilt>,
+}
+
+/// Whose prebuilt kernels `--prebuilt` boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Prebuilt {
+    /// Debian's `linux-image-*` packages.
+    Debian,
 }
 
 /// `kernel` options.
@@ -190,11 +198,33 @@ pub struct KernelArgs {
     #[arg(long, value_enum)]
     pub arch: ArchFlag,
     /// Page-size variant (ppc64le): 4k or 64k.
-    #[arg(long, default_value = "4k", value_parser = ["4k", "64k"])]
-    pub pages: String,
+    #[arg(long, value_enum, default_value = "4k")]
+    pub pages: Pages,
     /// Kernel source.
     #[command(flatten)]
     pub source: KernelSource,
+}
+
+/// The page size of a ppc64le kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Pages {
+    /// 4 KiB pages.
+    #[value(name = "4k")]
+    K4,
+    /// 64 KiB pages.
+    #[value(name = "64k")]
+    K64,
+}
+
+impl KernelArgs {
+    /// The flavour these options ask for (`--pages` counts on ppc64le only).
+    pub fn flavour(&self) -> KernelFlavour {
+        match (Arch::from(self.arch), self.pages) {
+            (Arch::X86_64, _) => KernelFlavour::X86_64,
+            (Arch::Ppc64le, Pages::K4) => KernelFlavour::Ppc64le4k,
+            (Arch::Ppc64le, Pages::K64) => KernelFlavour::Ppc64le64k,
+        }
+    }
 }
 
 /// `initramfs` / `images` options.

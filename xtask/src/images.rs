@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use harness::machine::{Arch, Machine};
+use harness::machine::{Arch, KernelFlavour, Machine};
 use harness::vm::Images;
 
 use crate::cache::{cache_dir, repo_root};
@@ -34,7 +34,7 @@ pub struct Kernel {
 }
 
 /// The kernel for a flavour: `own` if given, else Debian's prebuilt one or a build.
-pub fn kernel(flavour: &str, src: &KernelSource, own: Option<&PathBuf>) -> Result<Kernel> {
+pub fn kernel(flavour: KernelFlavour, src: &KernelSource, own: Option<&PathBuf>) -> Result<Kernel> {
     if let Some(k) = own {
         return Ok(Kernel {
             image: k.clone(),
@@ -52,7 +52,7 @@ pub fn kernel(flavour: &str, src: &KernelSource, own: Option<&PathBuf>) -> Resul
             origin: p.package,
         });
     }
-    let built = kernel::build(&Flavour::named(flavour)?, &source(src))?;
+    let built = kernel::build(&Flavour::new(flavour), &source(src))?;
     let origin = if built.cached { "cached" } else { "built" }.to_string();
     Ok(Kernel {
         image: built.image,
@@ -99,7 +99,7 @@ pub fn initramfs_with(arch: Arch, modules: &[(String, Vec<u8>)]) -> Result<PathB
 
 /// Kernel + initramfs for `machine`, built as needed; `own` overrides the image.
 pub fn for_machine(machine: &Machine, src: &KernelSource, own: Option<&PathBuf>) -> Result<Images> {
-    let k = kernel(&machine.kernel.flavour, src, own)?;
+    let k = kernel(machine.kernel.flavour, src, own)?;
     Ok(Images {
         kernel: k.image,
         initramfs: initramfs_with(machine.arch, &k.modules)?,

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use harness::machine::Arch;
+use harness::machine::{Arch, KernelFlavour};
 use xshell::{Shell, cmd};
 
 use crate::cache::{cache_dir, key, repo_root, short};
@@ -22,7 +22,7 @@ use crate::cache::{cache_dir, key, repo_root, short};
 #[derive(Debug, Clone)]
 pub struct Flavour {
     /// `x86_64`, `ppc64le-4k`, `ppc64le-64k`.
-    pub name: String,
+    pub kind: KernelFlavour,
     /// Architecture.
     pub arch: Arch,
     /// Fragment files, in merge order.
@@ -30,23 +30,23 @@ pub struct Flavour {
 }
 
 impl Flavour {
-    /// The flavour called `name`.
-    pub fn named(name: &str) -> Result<Flavour> {
+    /// The build of `kind`: its fragments are `common`, the arch's, the
+    /// flavour's own.
+    pub fn new(kind: KernelFlavour) -> Flavour {
         let dir = repo_root().join("images/kernel");
-        let (arch, parts): (Arch, &[&str]) = match name {
-            "x86_64" => (Arch::X86_64, &["common", "x86_64"]),
-            "ppc64le-4k" => (Arch::Ppc64le, &["common", "ppc64le", "ppc64le-4k"]),
-            "ppc64le-64k" => (Arch::Ppc64le, &["common", "ppc64le", "ppc64le-64k"]),
-            _ => bail!("unknown kernel flavour {name:?}; known: x86_64, ppc64le-4k, ppc64le-64k"),
+        let parts: &[&str] = match kind {
+            KernelFlavour::X86_64 => &["common", "x86_64"],
+            KernelFlavour::Ppc64le4k => &["common", "ppc64le", "ppc64le-4k"],
+            KernelFlavour::Ppc64le64k => &["common", "ppc64le", "ppc64le-64k"],
         };
-        Ok(Flavour {
-            name: name.into(),
-            arch,
+        Flavour {
+            kind,
+            arch: kind.arch(),
             fragments: parts
                 .iter()
                 .map(|p| dir.join(format!("{p}.config")))
                 .collect(),
-        })
+        }
     }
 
     fn make_env(&self) -> Vec<String> {
@@ -266,7 +266,7 @@ pub fn build(flavour: &Flavour, src: &Source) -> Result<Built> {
         toolchain.lines().next().unwrap_or("").as_bytes(),
         target.as_bytes(),
     ]);
-    let out = cache_dir().join(format!("kernel/{}-{}", flavour.name, short(&k)));
+    let out = cache_dir().join(format!("kernel/{}-{}", flavour.kind, short(&k)));
     let image_name = Path::new(image_rel).file_name().unwrap_or_default();
     let image = out.join(image_name);
     if image.is_file() && out.join("vmlinux").is_file() {
@@ -277,10 +277,10 @@ pub fn build(flavour: &Flavour, src: &Source) -> Result<Built> {
         });
     }
     let build_dir = match src {
-        Source::Debian => cache_dir().join(format!("kernel/build/{}", flavour.name)),
+        Source::Debian => cache_dir().join(format!("kernel/build/{}", flavour.kind)),
         Source::Dir(_) => cache_dir().join(format!(
             "kernel/build/{}-{}",
-            flavour.name,
+            flavour.kind,
             short(&key(&[srcdir.to_string_lossy().as_bytes()]))
         )),
     };
@@ -306,7 +306,7 @@ pub fn build(flavour: &Flavour, src: &Source) -> Result<Built> {
         let mut msg = format!(
             "Kconfig dropped {} requested option(s) for {}:\n",
             dropped.len(),
-            flavour.name
+            flavour.kind
         );
         for (w, got) in &dropped {
             let asked = w
@@ -331,7 +331,7 @@ pub fn build(flavour: &Flavour, src: &Source) -> Result<Built> {
         &[o, jobs, target.into()],
         &env,
         &log_path,
-        &format!("building {} {target}", flavour.name),
+        &format!("building {} {target}", flavour.kind),
     )?;
     std::fs::copy(build_dir.join(image_rel), &image)?;
     std::fs::copy(build_dir.join("vmlinux"), out.join("vmlinux")).ok();
@@ -345,7 +345,7 @@ pub fn build(flavour: &Flavour, src: &Source) -> Result<Built> {
     )?;
     println!(
         "kernel: {} built in {:.0?} → {}",
-        flavour.name,
+        flavour.kind,
         started.elapsed(),
         image.display()
     );
@@ -485,8 +485,8 @@ mod tests {
     #[test]
     fn shipped_fragments_parse_and_differ_per_flavour() {
         let mut keys = Vec::new();
-        for f in ["x86_64", "ppc64le-4k", "ppc64le-64k"] {
-            let fl = Flavour::named(f).unwrap();
+        for f in KernelFlavour::ALL {
+            let fl = Flavour::new(f);
             let frags: Vec<_> = fl
                 .fragments
                 .iter()
@@ -504,6 +504,5 @@ mod tests {
         }
         keys.dedup();
         assert_eq!(keys.len(), 3);
-        assert!(Flavour::named("sparc").is_err());
     }
 }

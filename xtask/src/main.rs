@@ -69,12 +69,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Setup(_) => setup::setup(),
         Cmd::Doctor => doctor(),
         Cmd::Kernel(k) => {
-            let arch: harness::machine::Arch = k.arch.into();
-            let name = match arch {
-                harness::machine::Arch::X86_64 => "x86_64".to_string(),
-                harness::machine::Arch::Ppc64le => format!("ppc64le-{}", k.pages),
-            };
-            let k = images::kernel(&name, &k.source, None)?;
+            let k = images::kernel(k.flavour(), &k.source, None)?;
             println!("{} ({}{})", k.image.display(), k.origin, modules_note(&k));
             Ok(())
         }
@@ -94,11 +89,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Images(i) => {
             for arch in arches(i.arch) {
-                let flavours: &[&str] = match arch {
-                    harness::machine::Arch::X86_64 => &["x86_64"],
-                    harness::machine::Arch::Ppc64le => &["ppc64le-4k", "ppc64le-64k"],
-                };
-                for f in flavours {
+                for f in harness::machine::KernelFlavour::of(arch) {
                     let k = images::kernel(f, &i.source, None)?;
                     println!(
                         "{f}: {} ({}{})",

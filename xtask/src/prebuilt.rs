@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use harness::machine::Arch;
+use harness::machine::{Arch, KernelFlavour};
 use xshell::{Shell, cmd};
 
 use crate::cache::cache_dir;
@@ -28,13 +28,12 @@ pub struct Prebuilt {
 }
 
 /// Debian's metapackage and architecture for one of our kernel flavours.
-fn metapackage(flavour: &str) -> Result<(&'static str, &'static str, Arch)> {
-    Ok(match flavour {
-        "x86_64" => ("linux-image-amd64", "amd64", Arch::X86_64),
-        "ppc64le-4k" => ("linux-image-powerpc64le", "ppc64el", Arch::Ppc64le),
-        "ppc64le-64k" => ("linux-image-powerpc64le-64k", "ppc64el", Arch::Ppc64le),
-        other => bail!("no Debian kernel for flavour {other}"),
-    })
+fn metapackage(flavour: KernelFlavour) -> (&'static str, &'static str, Arch) {
+    match flavour {
+        KernelFlavour::X86_64 => ("linux-image-amd64", "amd64", Arch::X86_64),
+        KernelFlavour::Ppc64le4k => ("linux-image-powerpc64le", "ppc64el", Arch::Ppc64le),
+        KernelFlavour::Ppc64le64k => ("linux-image-powerpc64le-64k", "ppc64el", Arch::Ppc64le),
+    }
 }
 
 /// The modules the guest must load: VFIO with the platform's IOMMU backend,
@@ -57,8 +56,8 @@ fn roots(arch: Arch) -> &'static [&'static str] {
 }
 
 /// Downloads (once) and unpacks Debian's kernel for `flavour`; collects its modules.
-pub fn debian(flavour: &str) -> Result<Prebuilt> {
-    let (meta, debarch, arch) = metapackage(flavour)?;
+pub fn debian(flavour: KernelFlavour) -> Result<Prebuilt> {
+    let (meta, debarch, arch) = metapackage(flavour);
     let sh = Shell::new()?;
     let spec = format!("{meta}:{debarch}/bookworm-backports");
     let info = cmd!(sh, "apt-cache show --no-all-versions {spec}")

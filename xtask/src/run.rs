@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use harness::machine::{Machine, Overrides, Size};
-use harness::qemu::{BootOptions, GuestMode};
+use harness::machine::{Machine, Overrides, QemuBuild, Size};
+use harness::qemu::GuestMode;
 use harness::report;
 use harness::scenario::{ScenarioFile, run_on};
 use harness::vm::{Vm, VmSpec};
@@ -39,29 +39,21 @@ pub fn machine(name: &str, o: &MachineOpts) -> Result<Machine> {
 pub fn spec(m: Machine, o: &MachineOpts, mode: GuestMode, log_dir: PathBuf) -> Result<VmSpec> {
     let images = crate::images::for_machine(&m, &o.source, o.kernel.as_ref())?;
     let accel = crate::accel::choose(o.accel, m.arch, &images.kernel)?;
-    let patched = (m.qemu.build == "patched")
+    let patched = (m.qemu.build == QemuBuild::Patched)
         .then(|| crate::qemu::build(None))
         .transpose()?;
-    let qemu = harness::qemu::binary(&m, patched.as_deref()).map_err(anyhow::Error::msg)?;
-    let mut spec = VmSpec::new(
-        m,
-        images,
-        BootOptions {
-            accel,
-            mode,
-            ..Default::default()
-        },
-        log_dir,
-    );
-    spec.qemu = qemu;
-    Ok(spec)
+    Ok(VmSpec::builder(m, images, log_dir)
+        .accel(accel)
+        .mode(mode)
+        .patched_qemu(patched)
+        .build()?)
 }
 
 /// Runs `cargo xtask run`.
 pub fn run(a: &RunArgs) -> Result<()> {
     let m = machine(&a.machine, &a.opts)?;
     let scenarios = load_scenarios(&a.scenario, &m.name, a.any_machine)?;
-    if m.qemu.build == "stock" {
+    if m.qemu.build == QemuBuild::Stock {
         crate::deps::require(&[m.arch.qemu_binary()])?;
     }
     crate::deps::require(&[harness::vsock::BACKEND])?;

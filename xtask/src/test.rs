@@ -8,16 +8,12 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
-use harness::machine::Arch;
-use iobench_tests_manifest::{FlavourImages, Manifest};
+use harness::machine::{Arch, KernelFlavour, QemuBuild};
+use harness::manifest::{FlavourImages, MANIFEST_ENV, Manifest, TargetRun};
 use xshell::{Shell, cmd};
 
 use crate::cache::repo_root;
 use crate::flags::TestArgs;
-use crate::kernel::Flavour;
-
-/// The kernel flavours the suite boots.
-pub const FLAVOURS: &[&str] = &["ppc64le-4k", "ppc64le-64k", "x86_64"];
 
 /// The architecture a kernel image is for: an ELF's machine, or an x86 bzImage.
 fn kernel_arch(path: &std::path::Path) -> Result<Arch> {
@@ -52,7 +48,7 @@ fn patched_qemu(root: &std::path::Path, only: &[String]) -> Result<Option<std::p
         only.to_vec()
     };
     for n in names {
-        if harness::machine::Machine::find(&dir, &n)?.qemu.build == "patched" {
+        if harness::machine::Machine::find(&dir, &n)?.qemu.build == QemuBuild::Patched {
             return crate::qemu::build(None).map(Some);
         }
     }
@@ -83,8 +79,9 @@ pub fn run(t: &TestArgs) -> Result<()> {
         .map(|k| kernel_arch(k).map(|a| (a, k.clone())))
         .transpose()?;
     let mut flavours = BTreeMap::new();
-    for f in FLAVOURS {
-        let arch = Flavour::named(f)?.arch;
+    // Every flavour: the suite's machines boot all of them.
+    for f in KernelFlavour::ALL {
+        let arch = f.arch();
         let own = own_kernel
             .as_ref()
             .filter(|(a, _)| *a == arch)
@@ -93,12 +90,12 @@ pub fn run(t: &TestArgs) -> Result<()> {
         let initramfs = crate::images::initramfs_with(arch, &k.modules)?;
         let accel = crate::accel::choose(t.accel, arch, &k.image)?;
         flavours.insert(
-            f.to_string(),
+            f,
             FlavourImages {
                 kernel: k.image,
                 vmlinux: k.vmlinux,
                 initramfs,
-                accel: accel.as_str().into(),
+                accel,
             },
         );
     }
@@ -114,18 +111,15 @@ pub fn run(t: &TestArgs) -> Result<()> {
         machines,
         agents: [Arch::X86_64, Arch::Ppc64le]
             .into_iter()
-            .map(|a| Ok((a.as_str().to_string(), crate::agent::build(a)?)))
+            .map(|a| Ok((a, crate::agent::build(a)?)))
             .collect::<Result<_>>()?,
-        target: t
-            .target
-            .as_ref()
-            .map(|name| iobench_tests_manifest::TargetRun {
-                name: name.clone(),
-                file: absolute(&Some(t.targets.clone()))
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default(),
-            }),
+        target: t.target.as_ref().map(|name| TargetRun {
+            name: name.clone(),
+            file: absolute(&Some(t.targets.clone()))
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+        }),
         patched_qemu,
         junit: absolute(&t.junit)?,
         json: absolute(&t.json)?,
@@ -134,7 +128,7 @@ pub fn run(t: &TestArgs) -> Result<()> {
     std::fs::write(&path, serde_json::to_vec_pretty(&manifest)?)?;
     let sh = Shell::new()?;
     sh.change_dir(&root);
-    let _env = sh.push_env(iobench_tests_manifest::MANIFEST_ENV, &path);
+    let _env = sh.push_env(MANIFEST_ENV, &path);
     let rest = t.libtest_args();
     cmd!(
         sh,

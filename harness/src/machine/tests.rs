@@ -112,7 +112,7 @@ fn overrides_apply() {
 fn emulated_eeh_needs_the_patched_qemu() {
     let text = std::fs::read_to_string(Path::new(DIR).join("pseries-eeh.toml")).unwrap();
     let m = parse(&text).unwrap();
-    assert_eq!(m.qemu.build, "patched");
+    assert_eq!(m.qemu.build, QemuBuild::Patched);
     let stock = text.replace("build = \"patched\"", "build = \"stock\"");
     let e = parse(&stock).unwrap_err().to_string();
     assert!(

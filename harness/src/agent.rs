@@ -17,10 +17,10 @@ use iobench_proto::{
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// The stream failed or timed out.
-    #[error("agent stream: {0}")]
+    #[error("agent stream")]
     Io(#[from] std::io::Error),
     /// The agent sent something undecodable.
-    #[error("agent sent garbage: {0}")]
+    #[error("agent sent garbage")]
     Decode(#[from] proto::DecodeError),
     /// The agent closed the stream.
     #[error("agent closed the connection (did it crash? see the console log)")]
@@ -91,14 +91,11 @@ impl Agent {
     }
 
     fn recv(&mut self) -> Result<AgentMsg, AgentError> {
-        loop {
-            match proto::recv::<AgentMsg, _>(&mut self.r) {
-                Ok(Some(AgentMsg::Log { .. })) => continue,
-                Ok(Some(m)) => return Ok(m),
-                Ok(None) => return Err(AgentError::Closed),
-                Err(proto::DecodeError::Io(e)) => return Err(AgentError::Io(e)),
-                Err(e) => return Err(AgentError::Decode(e)),
-            }
+        match proto::recv::<AgentMsg, _>(&mut self.r) {
+            Ok(Some(m)) => Ok(m),
+            Ok(None) => Err(AgentError::Closed),
+            Err(proto::DecodeError::Io(e)) => Err(AgentError::Io(e)),
+            Err(e) => Err(AgentError::Decode(e)),
         }
     }
 

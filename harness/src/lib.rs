@@ -7,6 +7,12 @@
 //! `vhost-device-vsock` backend and its sockets, [`agent`] speaks the
 //! protocol to the guest agent, and [`vm`] ties them into a boot with named
 //! stages, timeouts and guaranteed clean-up.  See `ARCHITECTURE.md`.
+//!
+//! Scenarios: [`scenario_file`] reads and checks scenario files against the
+//! operation catalogue, [`scenario`] runs one on an [`scenario::AgentHost`]
+//! (a booted [`vm::Vm`] or a [`target`] session), and [`report`] turns the
+//! results into step tables, failure reports, JUnit and JSON.
+//! [`toml_error`] gives the errors of every TOML file their line.
 
 pub mod agent;
 pub mod console;
@@ -17,7 +23,9 @@ pub mod qemu;
 pub mod qmp;
 pub mod report;
 pub mod scenario;
+pub mod scenario_file;
 pub mod target;
+pub mod toml_error;
 pub mod vm;
 pub mod vsock;
 

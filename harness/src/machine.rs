@@ -13,11 +13,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::toml_error;
+
 /// Errors loading a machine definition.
 #[derive(Debug, thiserror::Error)]
 pub enum MachineError {
     /// The file could not be read.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -330,10 +332,10 @@ impl Machine {
             message,
         };
         let m: Machine = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
-            err(line, e.message().to_string())
+            let (line, message) = toml_error::locate(text, &e);
+            err(line, message)
         })?;
-        let line_of_key = |needle: &str| text.find(needle).map(|i| line_of(text, i)).unwrap_or(1);
+        let line_of_key = |needle: &str| toml_error::line_of_first(text, needle);
         let expected_machine = match m.arch {
             Arch::Ppc64le => "pseries",
             Arch::X86_64 => "q35",
@@ -482,10 +484,6 @@ pub fn available(dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
 #[cfg(test)]

@@ -1,10 +1,22 @@
-//! The QEMU command line for a [`Machine`](crate::machine::Machine).
+//! The QEMU command line for a [`Machine`].
 //!
 //! Built as an argv vector, never as a shell string: user-supplied values
 //! (extra args, kernel command line) can only ever be single arguments.
-//! Facts behind the defaults (memfd RAM for vhost-user, one PHB per edu on
-//! pseries, `kernel-irqchip=split` for interrupt remapping on q35) are in
-//! `shared/reference/qemu-10.0.md`.
+//!
+//! Facts behind the defaults:
+//! * Guest RAM is a `memory-backend-memfd` with `share=on`: a vhost-user
+//!   backend (`vhost-device-vsock`) maps guest memory through the file
+//!   descriptors QEMU passes it, and QEMU passes only regions backed by one
+//!   (QEMU `hw/virtio/vhost-user.c`, `vhost_user_fill_set_mem_table_msg`);
+//!   the mapping must be shared for both processes to see the virtqueues.
+//! * On pseries every edu gets a `spapr-pci-host-bridge` of its own: Linux
+//!   makes one IOMMU table group (one PE, one IOMMU group) per PHB DMA
+//!   window, shared by every device below it
+//!   (`arch/powerpc/platforms/pseries/iommu.c`, `pci_dma_dev_setup_pSeriesLP`).
+//! * q35 with `intel-iommu,intremap=on` runs with `kernel-irqchip=split`
+//!   (`qemu-configs/q35.toml`): QEMU refuses interrupt remapping with the
+//!   whole irqchip in KVM (`hw/i386/x86-iommu.c`, `x86_iommu_realize`:
+//!   "Interrupt Remapping cannot work with kernel-irqchip=on").
 
 use std::path::PathBuf;
 

@@ -1,14 +1,36 @@
 //! Results, for people and for CI: the per-step table (expected vs actual)
 //! printed while a scenario streams in, the framed failure report with the
 //! failing step, the console tail, the kernel log and where the full logs
-//! are, and the JUnit XML and JSON files of a test run.
+//! are, the JUnit XML and JSON files of a test run, and [`chain`], how an
+//! error reads in any of them (with its causes).
+//!
+//! It knows scenario files ([`crate::scenario_file`]), not how they are run:
+//! the runner (`harness::scenario`) calls in here.
 
+use std::error::Error;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use iobench_proto::StepResult;
 
-use crate::scenario::ScenarioFile;
+use crate::scenario_file::ScenarioFile;
+
+/// An error with its causes, `outer: cause: root cause`, for reports and
+/// trial results (an error's own message never repeats its source; the
+/// chain says it once).  A cause whose text the message already holds is
+/// not said again.
+pub fn chain(e: &dyn Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !text.is_empty() && !s.contains(&text) {
+            let _ = write!(s, ": {text}");
+        }
+        cause = c.source();
+    }
+    s
+}
 
 /// A JSON value for people: numbers of 64 KiB and more in hex (addresses, sizes, registers).
 pub fn pretty(v: &serde_json::Value) -> String {
@@ -287,6 +309,23 @@ mod tests {
                 },
             ),
         ]
+    }
+
+    #[test]
+    fn chain_says_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading {0}")]
+        struct Outer(&'static str, #[source] std::io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("agent on x: {0}")]
+        struct Repeats(#[source] std::io::Error);
+        let io = || std::io::Error::other("disk on fire");
+        assert_eq!(
+            chain(&Outer("a.toml", io())),
+            "reading a.toml: disk on fire"
+        );
+        assert_eq!(chain(&Repeats(io())), "agent on x: disk on fire");
+        assert_eq!(chain(&io()), "disk on fire");
     }
 
     #[test]

@@ -30,6 +30,7 @@ use serde::Deserialize;
 use crate::agent::{Agent, AgentError};
 use crate::machine::Arch;
 use crate::scenario::{AgentHost, HostError};
+use crate::toml_error;
 
 /// Errors reaching or using a target.
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +104,7 @@ pub enum TargetError {
         log: PathBuf,
     },
     /// Talking to the agent failed.
-    #[error("agent on {target}: {source}")]
+    #[error("agent on {target}")]
     Agent {
         /// Target name.
         target: String,
@@ -111,7 +112,7 @@ pub enum TargetError {
         source: AgentError,
     },
     /// A local file or command failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done.
         what: String,
@@ -262,13 +263,13 @@ impl TargetsFile {
     pub fn load(path: &Path) -> Result<TargetsFile, TargetError> {
         let text =
             std::fs::read_to_string(path).map_err(io(format!("reading {}", path.display())))?;
-        toml::from_str(&text).map_err(|e| TargetError::Parse {
-            path: path.to_owned(),
-            line: e
-                .span()
-                .map(|s| text[..s.start].matches('\n').count() + 1)
-                .unwrap_or(1),
-            message: e.message().to_string(),
+        toml::from_str(&text).map_err(|e| {
+            let (line, message) = toml_error::locate(&text, &e);
+            TargetError::Parse {
+                path: path.to_owned(),
+                line,
+                message,
+            }
         })
     }
 }

@@ -34,7 +34,7 @@ pub enum VsockError {
         log: PathBuf,
     },
     /// A socket operation failed.
-    #[error("vsock {what}: {source}")]
+    #[error("vsock {what}")]
     Io {
         /// The operation.
         what: String,

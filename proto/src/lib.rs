@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod framing;
 pub mod ops;
+pub mod values;
 
 /// Version of this protocol; bumped on any incompatible change.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -68,11 +69,6 @@ pub enum AgentMsg {
     Inventory(Inventory),
     /// One finished step of a running scenario.
     Step(StepResult),
-    /// Free-form progress text from the agent.
-    Log {
-        /// The text.
-        message: String,
-    },
     /// The scenario has finished (all steps run, or stopped at the first failure).
     Done(ScenarioOutcome),
     /// Answer to [`HostMsg::Dmesg`].

@@ -121,6 +121,9 @@ fn overlong_line_is_an_error() {
 fn unknown_type_is_malformed() {
     let e = decode::<HostMsg>(br#"{"type":"format_disk"}"#).unwrap_err();
     assert!(e.to_string().contains("malformed"), "{e}");
+    // `log` was never sent by any agent and is no message type any more.
+    let e = decode::<AgentMsg>(br#"{"type":"log","message":"x"}"#).unwrap_err();
+    assert!(e.to_string().contains("malformed"), "{e}");
 }
 
 #[test]
@@ -207,10 +210,10 @@ fn crc32_matches_reference() {
     assert_eq!(framing::crc32(b"123456789"), 0xCBF4_3926);
 }
 
-mod ops_tests {
+mod values_tests {
     use serde_json::json;
 
-    use crate::ops::{self, Pattern, Reference, parse_u64, satisfies, value_matches};
+    use crate::values::{self, Pattern, Reference, parse_u64, satisfies, value_matches};
     use crate::{Actual, Expect};
 
     #[test]
@@ -318,6 +321,17 @@ mod ops_tests {
     }
 
     #[test]
+    fn errno_names_and_numbers() {
+        assert_eq!(values::errno_code("EADDRINUSE"), Some(98));
+        assert_eq!(values::errno_name(6), "ENXIO");
+        assert_eq!(values::errno_name(4242), "E4242");
+    }
+}
+
+mod ops_tests {
+    use crate::ops;
+
+    #[test]
     fn catalogue_is_sorted_unique_and_well_formed() {
         let names: Vec<&str> = ops::OPS.iter().map(|o| o.name).collect();
         let mut sorted = names.clone();
@@ -336,8 +350,11 @@ mod ops_tests {
                 op.name
             );
         }
-        assert_eq!(ops::errno_code("EADDRINUSE"), Some(98));
-        assert_eq!(ops::errno_name(6), "ENXIO");
-        assert_eq!(ops::errno_name(4242), "E4242");
+    }
+
+    #[test]
+    fn values_are_reexported_for_the_agent() {
+        assert_eq!(ops::parse_u64(&serde_json::json!("4K")), Ok(4096));
+        assert_eq!(ops::errno_code("ENXIO"), Some(6));
     }
 }

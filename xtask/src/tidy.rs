@@ -1,6 +1,9 @@
 //! Repository hygiene, run as ordinary tests: every Rust module starts
-//! with a `//!` doc, no trailing whitespace, no should-panic attributes, and the
-//! README's two commands are the ones `.ci/run` runs.
+//! with a `//!` doc, no trailing whitespace, no should-panic attributes;
+//! every dependency a crate's `Cargo.toml` declares is used in its sources;
+//! and the README's two commands are the ones `.ci/run` runs.  Only the
+//! build directory `<root>/target` is skipped, not every directory of that
+//! name (`harness/src/target/` is source).
 
 #[cfg(test)]
 mod tests {
@@ -8,16 +11,35 @@ mod tests {
 
     use crate::cache::repo_root;
 
+    /// The `.rs` files under `dir`, without the build directory
+    /// `<root>/target` (by path: a source directory may be called `target`)
+    /// and version-control directories.
     fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        let build_dir = repo_root().join("target");
         for e in std::fs::read_dir(dir).unwrap().flatten() {
             let p = e.path();
-            let name = e.file_name();
-            if p.is_dir() && name != "target" && name != ".git" {
-                rust_files(&p, out);
+            if p.is_dir() {
+                if p != build_dir && e.file_name() != ".git" {
+                    rust_files(&p, out);
+                }
             } else if p.extension().is_some_and(|x| x == "rs") {
                 out.push(p);
             }
         }
+    }
+
+    #[test]
+    fn source_directories_named_target_are_checked() {
+        let mut files = Vec::new();
+        rust_files(&repo_root(), &mut files);
+        let target_src = repo_root().join("harness/src/target");
+        assert!(
+            files.iter().any(|f| f.starts_with(&target_src)),
+            "{} is skipped",
+            target_src.display()
+        );
+        let build_dir = repo_root().join("target");
+        assert!(!files.iter().any(|f| f.starts_with(&build_dir)));
     }
 
     #[test]
@@ -42,6 +64,88 @@ mod tests {
                     "{}: a should-panic attribute hides what failed",
                     f.display()
                 ));
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    /// The dependency names (as code spells them) a `Cargo.toml` declares,
+    /// normal, dev and build, for any target.
+    fn declared_dependencies(manifest: &toml::Table) -> Vec<String> {
+        let sections = ["dependencies", "dev-dependencies", "build-dependencies"];
+        let mut tables: Vec<&toml::Table> = sections
+            .iter()
+            .filter_map(|s| manifest.get(*s).and_then(toml::Value::as_table))
+            .collect();
+        if let Some(targets) = manifest.get("target").and_then(toml::Value::as_table) {
+            for t in targets.values().filter_map(toml::Value::as_table) {
+                tables.extend(
+                    sections
+                        .iter()
+                        .filter_map(|s| t.get(*s).and_then(toml::Value::as_table)),
+                );
+            }
+        }
+        tables
+            .into_iter()
+            .flat_map(|t| t.keys())
+            .map(|k| k.replace('-', "_"))
+            .collect()
+    }
+
+    /// Whether `text` uses the crate `name` as a path (`name::…`, `use name`,
+    /// `extern crate name`).
+    fn uses_crate(text: &str, name: &str) -> bool {
+        let word = |i: usize| {
+            text[..i]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == ':'))
+        };
+        text.match_indices(name).any(|(i, _)| {
+            let rest = &text[i + name.len()..];
+            word(i)
+                && (rest.starts_with("::")
+                    || (rest.starts_with([';', ' ', '\n'])
+                        && (text[..i].ends_with("use ") || text[..i].ends_with("crate "))))
+        })
+    }
+
+    #[test]
+    fn uses_crate_sees_paths_only() {
+        assert!(uses_crate("use serde::Deserialize;", "serde"));
+        assert!(uses_crate("#[derive(thiserror::Error)]", "thiserror"));
+        assert!(uses_crate("extern crate libc;", "libc"));
+        assert!(!uses_crate("// serde_json is not serde", "serde"));
+        assert!(!uses_crate("x::serde::y", "serde"));
+        assert!(!uses_crate("use my_serde::X;", "serde"));
+    }
+
+    #[test]
+    fn every_declared_dependency_is_used() {
+        let root = repo_root();
+        let workspace: toml::Table =
+            toml::from_str(&std::fs::read_to_string(root.join("Cargo.toml")).unwrap()).unwrap();
+        let members = workspace["workspace"]["members"].as_array().unwrap();
+        assert!(members.len() >= 5);
+        let mut problems = Vec::new();
+        for m in members {
+            let dir = root.join(m.as_str().unwrap());
+            let manifest: toml::Table =
+                toml::from_str(&std::fs::read_to_string(dir.join("Cargo.toml")).unwrap()).unwrap();
+            let mut files = Vec::new();
+            rust_files(&dir, &mut files);
+            let text: String = files
+                .iter()
+                .map(|f| std::fs::read_to_string(f).unwrap())
+                .collect();
+            for dep in declared_dependencies(&manifest) {
+                if !uses_crate(&text, &dep) {
+                    problems.push(format!(
+                        "{}/Cargo.toml declares {dep}, which its sources never use",
+                        m.as_str().unwrap()
+                    ));
+                }
             }
         }
         assert!(problems.is_empty(), "{}", problems.join("\n"));

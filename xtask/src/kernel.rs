@@ -7,9 +7,8 @@
 //! cache; `--src DIR` builds any tree (its build directory is kept, so make
 //! stays incremental, and the tree's state is part of the key).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -17,6 +16,7 @@ use harness::machine::{Arch, KernelFlavour};
 use xshell::{Shell, cmd};
 
 use crate::cache::{cache_dir, key, repo_root, short};
+use crate::progress::Stage;
 
 /// A kernel to build.
 #[derive(Debug, Clone)]
@@ -220,14 +220,15 @@ fn prepare_source(sh: &Shell, src: &Source) -> Result<(PathBuf, String)> {
             let v = debian_version(sh)?;
             let dir = cache_dir().join(format!("src/linux-source-6.12_{v}"));
             if !dir.join("Makefile").is_file() {
-                println!("kernel: unpacking {} (once)", crate::deps::LINUX_SOURCE);
+                let tarball = crate::deps::LINUX_SOURCE;
+                let stage = Stage::start(format!("kernel: unpacking {tarball} (once)"));
                 let parent = cache_dir().join("src");
                 std::fs::create_dir_all(&parent)?;
                 let tmp = tempfile::tempdir_in(&parent)?;
-                let tarball = crate::deps::LINUX_SOURCE;
                 let t = tmp.path();
-                cmd!(sh, "tar -xJf {tarball} -C {t}").run()?;
+                stage.run(cmd!(sh, "tar -xJf {tarball} -C {t}"), None)?;
                 std::fs::rename(t.join("linux-source-6.12"), &dir)?;
+                stage.done();
             }
             Ok((dir, format!("debian:linux-source-6.12:{v}")))
         }
@@ -298,7 +299,7 @@ pub fn build(flavour: &Flavour, src: &Source) -> Result<Built> {
         &[o.clone(), allconfig, "allnoconfig".into()],
         &env,
         &log_path,
-        "configuring",
+        &format!("configuring {}", flavour.kind),
     )?;
     let dotconfig = std::fs::read_to_string(build_dir.join(".config"))?;
     let dropped = verify(&wants, &dotconfig);
@@ -356,61 +357,12 @@ pub fn build(flavour: &Flavour, src: &Source) -> Result<Built> {
     })
 }
 
-/// Runs make with a progress spinner; the full output goes to `log`.
+/// Runs make as the stage `kernel: {what}` (a spinner on a terminal, a
+/// line with its time in a log); the full output goes to `log`.
 fn run_make(src: &Path, args: &[String], env: &[String], log: &Path, what: &str) -> Result<()> {
-    use std::io::Write;
-    let mut logf = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
-    writeln!(logf, "$ make {} {}", env.join(" "), args.join(" "))?;
     let mut cmd = Command::new("make");
-    cmd.current_dir(src)
-        .args(env)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().context("starting make")?;
-    let stderr = child.stderr.take().expect("piped");
-    let err_log = logf.try_clone()?;
-    let err_thread = std::thread::spawn(move || {
-        let mut w = err_log;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = writeln!(w, "{line}");
-        }
-    });
-    let pb = indicatif::ProgressBar::new_spinner();
-    pb.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
-            .expect("valid template"),
-    );
-    pb.enable_steady_tick(std::time::Duration::from_millis(200));
-    let mut n = 0u64;
-    for line in BufReader::new(child.stdout.take().expect("piped"))
-        .lines()
-        .map_while(Result::ok)
-    {
-        let _ = writeln!(logf, "{line}");
-        n += 1;
-        pb.set_message(format!("{what}: {n} steps, {}", line.trim()));
-    }
-    let status = child.wait()?;
-    let _ = err_thread.join();
-    pb.finish_and_clear();
-    if !status.success() {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(25).collect();
-        bail!(
-            "make {what} failed ({status}); full log: {}\n{}",
-            log.display(),
-            tail.into_iter()
-                .rev()
-                .map(|l| format!("  | {l}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    }
-    Ok(())
+    cmd.current_dir(src).args(env).args(args);
+    crate::progress::run(format!("kernel: {what}"), cmd, Some(log))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod images;
 mod initramfs;
 mod kernel;
 mod prebuilt;
+mod progress;
 mod qemu;
 mod run;
 mod setup;

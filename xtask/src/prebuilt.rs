@@ -15,6 +15,7 @@ use harness::machine::{Arch, KernelFlavour};
 use xshell::{Shell, cmd};
 
 use crate::cache::cache_dir;
+use crate::progress::Stage;
 
 /// A Debian kernel image with its modules in load order.
 #[derive(Debug, Clone)]
@@ -78,7 +79,9 @@ pub fn debian(flavour: KernelFlavour) -> Result<Prebuilt> {
         .with_context(|| format!("unexpected Depends of {meta}: {depends}"))?;
     let dir = cache_dir().join(format!("prebuilt/{pkg}_{version}"));
     if !dir.join("unpacked").is_file() {
-        println!("prebuilt: downloading {pkg}:{debarch} {version} (once)");
+        let stage = Stage::start(format!(
+            "prebuilt: downloading {pkg}:{debarch} {version} (once)"
+        ));
         let tmp = tempfile::tempdir()?;
         // apt downloads as the unprivileged _apt user when it can write the directory.
         std::fs::set_permissions(
@@ -87,9 +90,8 @@ pub fn debian(flavour: KernelFlavour) -> Result<Prebuilt> {
         )?;
         let _cd = sh.push_dir(tmp.path());
         let want = format!("{pkg}:{debarch}={version}");
-        cmd!(sh, "apt-get download {want}")
-            .quiet()
-            .run()
+        stage
+            .run(cmd!(sh, "apt-get download {want}"), None)
             .with_context(|| format!("apt-get download {want}"))?;
         let deb = std::fs::read_dir(tmp.path())?
             .flatten()
@@ -98,8 +100,9 @@ pub fn debian(flavour: KernelFlavour) -> Result<Prebuilt> {
             .context("apt-get download produced no .deb")?;
         let root = dir.join("root");
         std::fs::create_dir_all(&root)?;
-        cmd!(sh, "dpkg-deb -x {deb} {root}").quiet().run()?;
+        stage.run(cmd!(sh, "dpkg-deb -x {deb} {root}"), None)?;
         std::fs::write(dir.join("unpacked"), format!("{pkg} {version}\n"))?;
+        stage.done();
     }
     let root = dir.join("root");
     let image = find_image(&root.join("boot"), arch)?;

@@ -17,6 +17,7 @@ use anyhow::{Context, Result, bail};
 use xshell::{Shell, cmd};
 
 use crate::cache::{cache_dir, key, qemu_deps_dir, qemu_wheels_dir, repo_root, short};
+use crate::progress::Stage;
 
 /// The orig tarball `apt-get source` gives for QEMU 10.0.2.
 pub const ORIG_TARBALL: &str = "qemu_10.0.2+ds.orig.tar.xz";
@@ -81,11 +82,12 @@ fn fetch_tarball() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let sh = Shell::new()?;
     let _cd = sh.push_dir(&dir);
-    println!("qemu: apt-get source --download-only --tar-only qemu/bookworm-backports");
-    cmd!(sh, "apt-get source --download-only --tar-only qemu/bookworm-backports")
-        .quiet()
-        .run()
-        .context("apt-get source failed: is the deb-src line for bookworm-backports there? run `cargo xtask setup`")?;
+    crate::progress::run(
+        format!("qemu: downloading {ORIG_TARBALL} (once)"),
+        cmd!(sh, "apt-get source --download-only --tar-only qemu/bookworm-backports"),
+        None,
+    )
+    .context("apt-get source failed: is the deb-src line for bookworm-backports there? run `cargo xtask setup`")?;
     if !tarball().exists() {
         bail!(
             "apt-get source did not give {ORIG_TARBALL} in {}; the backports QEMU is no longer 10.0.2?",
@@ -126,37 +128,43 @@ pub fn build(src: Option<&Path>) -> Result<PathBuf> {
                 );
             }
             // Patch a copy: the user's tree stays as it is.
-            println!("qemu: copying {}", dir.display());
+            let stage = Stage::start(format!("qemu: copying {}", dir.display()));
             let copy = work.join("src");
             let tar = work.join("src.tar");
-            cmd!(
-                sh,
-                "tar -C {dir} --exclude=./build --exclude=./.git -cf {tar} ."
-            )
-            .quiet()
-            .run()?;
+            stage.run(
+                cmd!(
+                    sh,
+                    "tar -C {dir} --exclude=./build --exclude=./.git -cf {tar} ."
+                ),
+                None,
+            )?;
             std::fs::create_dir_all(&copy)?;
-            cmd!(sh, "tar -C {copy} -xf {tar}").quiet().run()?;
+            stage.run(cmd!(sh, "tar -C {copy} -xf {tar}"), None)?;
             std::fs::remove_file(&tar)?;
+            stage.done();
             copy
         }
         None => {
             let t = tarball();
-            println!("qemu: unpacking {ORIG_TARBALL}");
-            cmd!(sh, "tar -C {work} -xf {t}").quiet().run()?;
+            crate::progress::run(
+                format!("qemu: unpacking {ORIG_TARBALL}"),
+                cmd!(sh, "tar -C {work} -xf {t}"),
+                None,
+            )?;
             work.join(ORIG_DIR)
         }
     };
     for p in patches()? {
-        println!(
-            "qemu: applying {}",
-            p.file_name().unwrap_or_default().to_string_lossy()
-        );
         let _cd = sh.push_dir(&tree);
-        cmd!(sh, "patch -p1 --forward --quiet -i {p}")
-            .quiet()
-            .run()
-            .with_context(|| format!("{} does not apply to {}", p.display(), tree.display()))?;
+        crate::progress::run(
+            format!(
+                "qemu: applying {}",
+                p.file_name().unwrap_or_default().to_string_lossy()
+            ),
+            cmd!(sh, "patch -p1 --forward --quiet -i {p}"),
+            None,
+        )
+        .with_context(|| format!("{} does not apply to {}", p.display(), tree.display()))?;
     }
     let wheels = tree.join("python/wheels");
     std::fs::create_dir_all(&wheels)?;
@@ -172,16 +180,19 @@ pub fn build(src: Option<&Path>) -> Result<PathBuf> {
     {
         let _cd = sh.push_dir(&build);
         let _env = sh.push_env("PKG_CONFIG_PATH", &pkg);
-        println!("qemu: configure {}", flags.join(" "));
-        run_logged(
+        crate::progress::run(
+            format!("qemu: configure {}", flags.join(" ")),
             cmd!(sh, "{configure} --python=/usr/bin/python3 {flags...}"),
-            &log,
+            Some(&log),
         )?;
         let jobs = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .to_string();
-        println!("qemu: ninja qemu-system-ppc64 (log: {})", log.display());
-        run_logged(cmd!(sh, "ninja -j {jobs} qemu-system-ppc64"), &log)?;
+        crate::progress::run(
+            format!("qemu: ninja qemu-system-ppc64 (log: {})", log.display()),
+            cmd!(sh, "ninja -j {jobs} qemu-system-ppc64"),
+            Some(&log),
+        )?;
         // Firmware for the qtests, where a build tree looks for it.
         let bundle = build.join("qemu-bundle/usr/local/share/qemu");
         std::fs::create_dir_all(&bundle)?;
@@ -192,12 +203,14 @@ pub fn build(src: Option<&Path>) -> Result<PathBuf> {
             let _ = std::os::unix::fs::symlink(f.path(), bundle.join(f.file_name()));
         }
         for t in QTESTS {
+            let stage = Stage::start(format!("qemu: qtest {t}"));
             let target = format!("tests/qtest/{t}");
-            run_logged(cmd!(sh, "ninja -j {jobs} {target}"), &log)?;
+            stage.run(cmd!(sh, "ninja -j {jobs} {target}"), Some(&log))?;
             let _q = sh.push_env("QTEST_QEMU_BINARY", "./qemu-system-ppc64");
-            println!("qemu: qtest {t}");
-            run_logged(cmd!(sh, "./tests/qtest/{t}"), &log)
+            stage
+                .run(cmd!(sh, "./tests/qtest/{t}"), Some(&log))
                 .with_context(|| format!("the qtest {t} failed"))?;
+            stage.done();
         }
     }
     std::fs::create_dir_all(&out)?;
@@ -212,34 +225,6 @@ pub fn build(src: Option<&Path>) -> Result<PathBuf> {
         t0.elapsed().as_secs_f64()
     );
     Ok(bin)
-}
-
-/// Runs `c`, appending its output to `log`; on failure the error names the
-/// log and quotes its tail.
-fn run_logged(c: xshell::Cmd<'_>, log: &Path) -> Result<()> {
-    let what = c.to_string();
-    let out = c.ignore_status().quiet().output()?;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
-    use std::io::Write;
-    writeln!(f, "$ {what}")?;
-    f.write_all(&out.stdout)?;
-    f.write_all(&out.stderr)?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    let tail: Vec<&str> = text.lines().rev().take(15).collect();
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
-    bail!(
-        "{what} failed ({}); full log: {}\n{}",
-        out.status,
-        log.display(),
-        tail.join("\n")
-    )
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use xshell::{Shell, cmd};
 
 use crate::cache::{busybox, cache_dir, ppc64le_sysroot, qemu_deps_dir, qemu_wheels_dir};
 use crate::deps::{BUSYBOX, RUST_WEB, VHOST_VSOCK, WHEELS, doctor, on_path};
+use crate::progress::Stage;
 
 const BACKPORTS: &str = "/etc/apt/sources.list.d/iobench-backports.sources";
 const BACKPORTS_TEXT: &str = "Types: deb deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
@@ -159,11 +160,14 @@ fn unpack_debs(sh: &Shell) -> Result<()> {
         if probe.exists() {
             continue;
         }
-        println!("setup: unpacking {pkg}={ver} into {}", dest.display());
+        let stage = Stage::start(format!(
+            "setup: unpacking {pkg}={ver} into {}",
+            dest.display()
+        ));
         let _cd = sh.push_dir(&dl);
         let spec = format!("{pkg}={ver}");
-        cmd!(sh, "apt-get download -q {spec}")
-            .run()
+        stage
+            .run(cmd!(sh, "apt-get download -q {spec}"), None)
             .with_context(|| format!("apt-get download {spec}"))?;
         let name = pkg.split(':').next().unwrap_or(pkg);
         let arch = pkg.split(':').nth(1).unwrap_or("amd64");
@@ -177,18 +181,19 @@ fn unpack_debs(sh: &Shell) -> Result<()> {
             .with_context(|| format!("downloaded {pkg} not found in {}", dl.display()))?;
         let x = dl.join(format!("x-{name}-{arch}"));
         let _ = std::fs::remove_dir_all(&x);
-        cmd!(sh, "dpkg-deb -x {deb} {x}").run()?;
+        stage.run(cmd!(sh, "dpkg-deb -x {deb} {x}"), None)?;
         let _ = std::fs::remove_dir_all(&dest);
         if name == "libstd-rust-web-dev" {
             std::fs::create_dir_all(dest.join("lib/rustlib"))?;
             let from = x.join("usr/lib/rustlib/powerpc64le-unknown-linux-gnu");
             let to = dest.join("lib/rustlib/powerpc64le-unknown-linux-gnu");
-            cmd!(sh, "cp -a {from} {to}").run()?;
+            stage.run(cmd!(sh, "cp -a {from} {to}"), None)?;
         } else {
             std::fs::create_dir_all(dest.join("bin"))?;
             std::fs::copy(x.join("bin/busybox"), dest.join("bin/busybox"))?;
         }
         std::fs::remove_dir_all(&x)?;
+        stage.done();
     }
     Ok(())
 }
@@ -198,10 +203,10 @@ fn unpack_debs(sh: &Shell) -> Result<()> {
 fn qemu_deps(sh: &Shell) -> Result<()> {
     let dir = qemu_deps_dir();
     if !dir.join("pkgconfig/glib-2.0.pc").exists() {
-        println!(
+        let stage = Stage::start(format!(
             "setup: unpacking glib development files into {}",
             dir.display()
-        );
+        ));
         let dl = tempfile::tempdir()?;
         let root = dir.join("root");
         let _ = std::fs::remove_dir_all(&dir);
@@ -209,12 +214,12 @@ fn qemu_deps(sh: &Shell) -> Result<()> {
         {
             let _cd = sh.push_dir(dl.path());
             let debs = QEMU_DEV_DEBS;
-            cmd!(sh, "apt-get download -q {debs...}")
-                .run()
+            stage
+                .run(cmd!(sh, "apt-get download -q {debs...}"), None)
                 .context("apt-get download (glib dev)")?;
         }
         for deb in std::fs::read_dir(dl.path())?.flatten().map(|e| e.path()) {
-            cmd!(sh, "dpkg-deb -x {deb} {root}").quiet().run()?;
+            stage.run(cmd!(sh, "dpkg-deb -x {deb} {root}"), None)?;
         }
         let lib = root.join("usr/lib/x86_64-linux-gnu");
         // The -dev packages' `libX.so` links name runtime libraries that
@@ -249,20 +254,23 @@ fn qemu_deps(sh: &Shell) -> Result<()> {
                 .join("\n");
             std::fs::write(pc.join(e.file_name()), text + "\n")?;
         }
+        stage.done();
     }
     let wheels = qemu_wheels_dir();
     let have = std::fs::read_dir(&wheels)
         .map(|d| d.flatten().count())
         .unwrap_or(0);
     if have < WHEELS.len() {
-        println!("setup: downloading {} from PyPI", WHEELS.join(", "));
         std::fs::create_dir_all(&wheels)?;
         let w = WHEELS;
-        cmd!(
-            sh,
-            "python3 -m pip download -q --no-deps --only-binary :all: -d {wheels} {w...}"
+        crate::progress::run(
+            format!("setup: downloading {} from PyPI", WHEELS.join(", ")),
+            cmd!(
+                sh,
+                "python3 -m pip download -q --no-deps --only-binary :all: -d {wheels} {w...}"
+            ),
+            None,
         )
-        .run()
         .context("pip download of QEMU's build wheels")?;
     }
     Ok(())

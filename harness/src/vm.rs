@@ -195,7 +195,7 @@ pub enum VmError {
     #[error(transparent)]
     Vsock(#[from] VsockError),
     /// Local I/O (temp dir, log files, spawn) failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// The operation.
         what: String,
@@ -265,11 +265,13 @@ pub enum VmError {
         /// The last console lines.
         tail: Vec<String>,
     },
-    /// The agent connected but does not answer properly.
-    #[error("guest agent not answering: {source}\n  console log: {}\n{}", log.display(), indent(tail))]
+    /// The agent connected but does not answer properly.  The agent's error
+    /// (with its causes) is part of the message, before the console's
+    /// context, so it is not a `source` as well.
+    #[error("guest agent not answering: {}\n  console log: {}\n{}", with_causes(error), log.display(), indent(tail))]
     Agent {
         /// The protocol-level error.
-        source: AgentError,
+        error: AgentError,
         /// The console log.
         log: PathBuf,
         /// Last console lines.
@@ -278,6 +280,17 @@ pub enum VmError {
     /// The machine did not power off in time; it was killed.
     #[error("machine did not power off within {0:?}; QEMU was killed")]
     PoweroffTimeout(Duration),
+}
+
+/// `error: cause: cause`, for an error said inside another's message.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut s = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let _ = write!(s, ": {c}");
+        cause = c.source();
+    }
+    s
 }
 
 fn indent(lines: &[String]) -> String {
@@ -540,7 +553,7 @@ impl Vm {
             };
         }
         VmError::Agent {
-            source,
+            error: source,
             log: self.console_log(),
             tail: self.tail(),
         }
@@ -750,6 +763,29 @@ mod tests {
             vmlinux: None,
         };
         VmSpec::builder(Machine::find(&dir, name).unwrap(), images, "/logs".into())
+    }
+
+    #[test]
+    fn messages_say_each_cause_once() {
+        let io = || std::io::Error::other("boom");
+        let e = VmError::Io {
+            what: "writing qemu.cmdline".into(),
+            source: io(),
+        };
+        assert_eq!(e.to_string(), "writing qemu.cmdline");
+        assert_eq!(std::error::Error::source(&e).unwrap().to_string(), "boom");
+        let e = VmError::Agent {
+            error: AgentError::Io(io()),
+            log: "/l/console.log".into(),
+            tail: vec!["last".into()],
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with("guest agent not answering: agent stream: boom\n"),
+            "{text}"
+        );
+        assert_eq!(text.matches("boom").count(), 1);
+        assert!(std::error::Error::source(&e).is_none());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use harness::machine::Arch;
 use harness::process::{Owned, spawn_owned};
+use harness::report::chain;
 use harness::target::SshDef;
 use harness::vm::{Vm, VmSpec};
 
@@ -60,7 +61,7 @@ pub fn console_machine(mut spec: VmSpec, sock: &Path) -> Result<Vm, String> {
     }
     let _ = std::fs::remove_file(sock);
     spec.boot.console_socket = Some(sock.to_path_buf());
-    let vm = Vm::boot(spec).map_err(|e| e.to_string())?;
+    let vm = Vm::boot(spec).map_err(|e| chain(&e))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !sock.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use harness::proto::StepResult;
 use harness::qemu::GuestMode;
-use harness::report::TrialRecord;
+use harness::report::{TrialRecord, chain};
 use harness::scenario::{AgentHost, ScenarioFile, run_on};
 use harness::target::{Session, TargetDef};
 use harness::vm::Vm;
@@ -68,11 +68,11 @@ impl Pool {
         let spec = self
             .manifest
             .spec(machine, log_name, GuestMode::Agent)
-            .map_err(|e| e.to_string())?;
-        let mut vm = Vm::boot(spec).map_err(|e| e.to_string())?;
+            .map_err(|e| chain(&e))?;
+        let mut vm = Vm::boot(spec).map_err(|e| chain(&e))?;
         let inv = match vm.agent() {
-            Ok(a) => a.inventory().map_err(|e| vm.explain(e).to_string())?,
-            Err(e) => return Err(e.to_string()),
+            Ok(a) => a.inventory().map_err(|e| chain(&vm.explain(e)))?,
+            Err(e) => return Err(chain(&e)),
         };
         Ok((vm, inv.features))
     }
@@ -271,7 +271,7 @@ impl TargetPool {
             eprintln!("power-cycling {} ...", self.name);
             self.def
                 .power_cycle()
-                .map_err(|e| format!("power cycle of {} failed: {e}", self.name))?;
+                .map_err(|e| format!("power cycle of {} failed: {}", self.name, chain(&e)))?;
             wait = self.def.reconnect_timeout();
         }
         let log_dir = self
@@ -311,7 +311,7 @@ impl TargetPool {
                         &format!("{}/{machine}-{}", self.name, st.opens),
                         GuestMode::Shell,
                     )
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| chain(&e))?;
                 let vm = crate::fixture::console_machine(spec, &sock)?;
                 st.fixture = Some(Fixture::Machine { _vm: Box::new(vm) });
             }
@@ -332,12 +332,12 @@ impl TargetPool {
                 Err(e) if std::time::Instant::now() < deadline && e.is_unreachable() => {
                     std::thread::sleep(std::time::Duration::from_secs(5));
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(chain(&e)),
             }
         };
         let inv = match session.agent() {
-            Ok(a) => a.inventory().map_err(|e| session.explain(e).to_string())?,
-            Err(e) => return Err(e.to_string()),
+            Ok(a) => a.inventory().map_err(|e| chain(&*session.explain(e)))?,
+            Err(e) => return Err(chain(&*e)),
         };
         st.features = inv.features;
         st.session = Some(session);
@@ -386,7 +386,7 @@ impl TargetPool {
             .take()
             .map(Session::close)
             .transpose()
-            .map_err(|e| e.to_string());
+            .map_err(|e| chain(&e));
         st.fixture = None;
         closed.map(|_| ())
     }

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use harness::manifest::Manifest;
 use harness::qemu::GuestMode;
+use harness::report::chain;
 use harness::vm::{Timeouts, Vm, VmError, VmSpec};
 use libtest_mimic::Failed;
 
-use crate::support::{assert_no_leftovers, catalogue_scenario, spec};
+use crate::support::{OrFail, assert_no_leftovers, catalogue_scenario, spec};
 
 /// The private dir of a boot that failed, from the command line QEMU got.
 fn private_dir_of(spec: &VmSpec) -> Option<String> {
@@ -25,10 +26,10 @@ pub fn boot_and_inventory(m: &Manifest, machine: &str, trial: &str) -> Result<()
     let s = spec(m, machine, trial, GuestMode::Agent, "")?;
     let expected_arch = s.machine.arch;
     let edus = s.machine.devices.len();
-    let mut vm = Vm::boot(s)?;
+    let mut vm = Vm::boot(s).or_fail()?;
     let private = vm.private_dir().display().to_string();
     let (qemu_pid, backend_pid) = (vm.qemu_pid(), vm.backend_pid());
-    let hello = vm.agent()?.hello().clone();
+    let hello = vm.agent().or_fail()?.hello().clone();
     let want_machine = match expected_arch {
         harness::machine::Arch::Ppc64le => "ppc64le",
         harness::machine::Arch::X86_64 => "x86_64",
@@ -39,7 +40,12 @@ pub fn boot_and_inventory(m: &Manifest, machine: &str, trial: &str) -> Result<()
     {
         return Err(format!("unexpected hello: {hello:?}").into());
     }
-    let inv = vm.agent()?.inventory().map_err(|e| vm.explain(e))?;
+    let inv = vm
+        .agent()
+        .or_fail()?
+        .inventory()
+        .map_err(|e| vm.explain(e))
+        .or_fail()?;
     let edu: Vec<_> = inv
         .devices
         .iter()
@@ -76,12 +82,20 @@ pub fn boot_and_inventory(m: &Manifest, machine: &str, trial: &str) -> Result<()
         return Err(format!("no /dev/vfio/vfio: features {:?}", inv.features).into());
     }
     // A second, host-initiated session on the agent's listening port.
-    let second = vm.connect_agent()?;
+    let second = vm.connect_agent().or_fail()?;
     if second.hello() != &hello {
         return Err("host→guest session greeted differently".into());
     }
-    second.shutdown(false).map_err(|e| vm.explain(e))?;
-    let dmesg = vm.agent()?.dmesg().map_err(|e| vm.explain(e))?;
+    second
+        .shutdown(false)
+        .map_err(|e| vm.explain(e))
+        .or_fail()?;
+    let dmesg = vm
+        .agent()
+        .or_fail()?
+        .dmesg()
+        .map_err(|e| vm.explain(e))
+        .or_fail()?;
     if !dmesg.iter().any(|l| l.contains("Linux version")) {
         return Err(format!(
             "dmesg lacks the banner; first lines: {:?}",
@@ -89,7 +103,7 @@ pub fn boot_and_inventory(m: &Manifest, machine: &str, trial: &str) -> Result<()
         )
         .into());
     }
-    vm.poweroff()?;
+    vm.poweroff().or_fail()?;
     for pid in [Some(qemu_pid), backend_pid].into_iter().flatten() {
         if harness::process::alive(pid) {
             return Err(format!("pid {pid} still alive after poweroff").into());
@@ -144,7 +158,7 @@ fn boot_expecting(
             );
             assert_no_leftovers(&private)
         }
-        Err(e) => Err(format!("wrong failure: {e}").into()),
+        Err(e) => Err(format!("wrong failure: {}", chain(&e)).into()),
     }
 }
 
@@ -216,12 +230,17 @@ pub fn agent_crash(m: &Manifest, machine: &str, trial: &str) -> Result<(), Faile
 pub fn serial_channel(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
     let mut s = spec(m, machine, trial, GuestMode::Agent, "")?;
     s.channel = harness::vm::Channel::Serial;
-    let mut vm = Vm::boot(s)?;
+    let mut vm = Vm::boot(s).or_fail()?;
     let private = vm.private_dir().display().to_string();
     if vm.backend_pid().is_some() {
         return Err("a vsock backend was started for a serial-channel boot".into());
     }
-    let inv = vm.agent()?.inventory().map_err(|e| vm.explain(e))?;
+    let inv = vm
+        .agent()
+        .or_fail()?
+        .inventory()
+        .map_err(|e| vm.explain(e))
+        .or_fail()?;
     if !inv
         .devices
         .iter()
@@ -233,7 +252,7 @@ pub fn serial_channel(m: &Manifest, machine: &str, trial: &str) -> Result<(), Fa
         )
         .into());
     }
-    vm.poweroff()?;
+    vm.poweroff().or_fail()?;
     assert_no_leftovers(&private)
 }
 
@@ -245,7 +264,7 @@ pub fn gdbstub(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
         .port();
     let mut s = spec(m, machine, trial, GuestMode::Shell, "")?;
     s.boot.gdb_port = Some(port);
-    let vm = Vm::boot(s)?;
+    let vm = Vm::boot(s).or_fail()?;
     let private = vm.private_dir().display().to_string();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut conn = loop {
@@ -294,15 +313,10 @@ pub fn two_at_once(m: &Manifest, _machine: &str, trial: &str) -> Result<(), Fail
         .into_iter()
         .map(|s| {
             std::thread::spawn(move || -> Result<(String, String), String> {
-                let mut vm = Vm::boot(s).map_err(|e| e.to_string())?;
+                let mut vm = Vm::boot(s).map_err(|e| chain(&e))?;
                 let private = vm.private_dir().display().to_string();
-                let kernel = vm
-                    .agent()
-                    .map_err(|e| e.to_string())?
-                    .hello()
-                    .machine
-                    .clone();
-                vm.poweroff().map_err(|e| e.to_string())?;
+                let kernel = vm.agent().map_err(|e| chain(&e))?.hello().machine.clone();
+                vm.poweroff().map_err(|e| chain(&e))?;
                 Ok((private, kernel))
             })
         })
@@ -326,7 +340,7 @@ pub fn hang_mid_scenario(m: &Manifest, machine: &str, trial: &str) -> Result<(),
     let file = catalogue_scenario(m, "_host/hang_mid_scenario.toml")?;
     let mut s = spec(m, machine, trial, GuestMode::Agent, "")?;
     s.timeouts.agent_reply = Duration::from_secs(4);
-    let mut vm = Vm::boot(s)?;
+    let mut vm = Vm::boot(s).or_fail()?;
     let private = vm.private_dir().display().to_string();
     let qmp = vm.qmp_socket().to_path_buf();
     let mut paused = Ok(serde_json::Value::Null);

@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use harness::manifest::Manifest;
 use harness::qemu::GuestMode;
+use harness::report::chain;
 use harness::vm::Vm;
 use iobench_tests::pool::Pool;
 use libtest_mimic::{Failed, Trial};
 
 use crate::record::{CloneResult, Records, recorded};
-use crate::support::{catalogue_scenario, spec};
+use crate::support::{OrFail, catalogue_scenario, spec};
 
 /// A scenario written in the trial itself (not part of the catalogue).
 fn inline_scenario(
@@ -23,7 +24,7 @@ fn inline_scenario(
 ) -> Result<harness::scenario::ScenarioFile, Failed> {
     let text = format!("description = \"{name}\"\nmachines = [\"{machine}\"]\n{steps}");
     harness::scenario::ScenarioFile::parse(&text, Path::new(&format!("inline/{name}.toml")), name)
-        .map_err(|e| e.to_string().into())
+        .or_fail()
 }
 
 fn pool_for(m: &Manifest, machine: &str, trial: &str) -> Pool {
@@ -152,7 +153,7 @@ pub fn host_qmp_freeze(m: &Manifest, machine: &str, trial: &str) -> Result<(), F
         .iter()
         .position(|s| s.op == "debug.sleep")
         .ok_or("no sleep step")?;
-    let mut vm = Vm::boot(spec(m, machine, trial, GuestMode::Agent, "")?)?;
+    let mut vm = Vm::boot(spec(m, machine, trial, GuestMode::Agent, "")?).or_fail()?;
     let qmp = vm.qmp_socket().to_path_buf();
     let mut frozen = Ok(serde_json::Value::Null);
     let run = harness::scenario::run_on(&mut vm, &file, |r| {
@@ -169,7 +170,7 @@ pub fn host_qmp_freeze(m: &Manifest, machine: &str, trial: &str) -> Result<(), F
     if !run.passed() {
         return Err(run.failure_report(&file, &vm).into());
     }
-    vm.poweroff()?;
+    vm.poweroff().or_fail()?;
     Ok(())
 }
 
@@ -184,7 +185,7 @@ pub fn scenario_trials(
     let files = match harness::scenario::load_dir(&m.scenarios_dir) {
         Ok(f) => f,
         Err(e) => {
-            let msg = format!("the scenario catalogue does not load: {e}");
+            let msg = format!("the scenario catalogue does not load: {}", chain(&e));
             return vec![
                 Trial::test("scenarios::load", move || Err(msg.into())).with_kind("scenario"),
             ];

@@ -6,8 +6,22 @@ use std::time::{Duration, Instant};
 
 use harness::manifest::Manifest;
 use harness::qemu::GuestMode;
+use harness::report::chain;
 use harness::vm::VmSpec;
 use libtest_mimic::Failed;
+
+/// A harness error as a trial failure, with its causes: `?` alone would
+/// keep only the outermost message.
+pub trait OrFail<T> {
+    /// The error as [`Failed`], said with [`chain`].
+    fn or_fail(self) -> Result<T, Failed>;
+}
+
+impl<T, E: Into<Box<dyn std::error::Error + Send + Sync>>> OrFail<T> for Result<T, E> {
+    fn or_fail(self) -> Result<T, Failed> {
+        self.map_err(|e| chain(&*e.into()).into())
+    }
+}
 
 /// The manifest's spec for `machine` in `mode`, logging under the trial's
 /// name, with `cmdline` added to the kernel command line.
@@ -18,7 +32,7 @@ pub fn spec(
     mode: GuestMode,
     cmdline: &str,
 ) -> Result<VmSpec, Failed> {
-    let mut s = m.spec(machine, &trial.replace("::", "/"), mode)?;
+    let mut s = m.spec(machine, &trial.replace("::", "/"), mode).or_fail()?;
     s.boot.cmdline = cmdline.into();
     Ok(s)
 }
@@ -44,5 +58,5 @@ pub fn catalogue_scenario(
     rel: &str,
 ) -> Result<harness::scenario::ScenarioFile, Failed> {
     harness::scenario::ScenarioFile::load(&m.scenarios_dir.join(rel), Some(&m.scenarios_dir))
-        .map_err(|e| e.to_string().into())
+        .or_fail()
 }

@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use harness::manifest::Manifest;
 use harness::qemu::GuestMode;
+use harness::report::chain;
 use harness::scenario::AgentHost;
 use harness::target::{SerialDef, Session, TargetDef, TargetError};
 use iobench_tests::pool::TargetPool;
 use libtest_mimic::{Failed, Trial};
 
 use crate::record::{CloneResult, Records, recorded};
-use crate::support::{catalogue_scenario, spec};
+use crate::support::{OrFail, catalogue_scenario, spec};
 
 fn expect_refused(
     r: Result<Session, TargetError>,
@@ -22,7 +23,7 @@ fn expect_refused(
 ) -> Result<(), Failed> {
     match r {
         Err(e) if ok(&e) => Ok(()),
-        Err(e) => Err(format!("{what}: wrong error: {e}").into()),
+        Err(e) => Err(format!("{what}: wrong error: {}", chain(&e)).into()),
         Ok(_) => Err(format!("{what}: the connection was accepted").into()),
     }
 }
@@ -59,15 +60,15 @@ pub fn ssh_loopback(m: &Manifest, _machine: &str, trial: &str) -> Result<(), Fai
     })?;
     let mut tofu = unknown;
     tofu.trust_on_first_use = true;
-    open(tofu)?.close()?;
+    open(tofu).or_fail()?.close().or_fail()?;
     let recorded = std::fs::read_to_string(dir.join("empty_known_hosts"))?;
     if !recorded.contains(&format!("[127.0.0.1]:{}", sshd.port)) {
         return Err(format!("trust_on_first_use did not record the key: {recorded:?}").into());
     }
-    let mut session = open(sshd.target())?;
+    let mut session = open(sshd.target()).or_fail()?;
     let remote = session.remote_dir().ok_or("no remote dir")?.to_string();
-    let hello = session.agent()?.hello().clone();
-    let inv = session.agent()?.inventory()?;
+    let hello = session.agent().or_fail()?.hello().clone();
+    let inv = session.agent().or_fail()?.inventory().or_fail()?;
     if hello.machine != "x86_64"
         || inv
             .features
@@ -88,7 +89,7 @@ pub fn ssh_loopback(m: &Manifest, _machine: &str, trial: &str) -> Result<(), Fai
     if !Path::new(&remote).join("guest-agent").is_file() {
         return Err(format!("the agent was not where the session said: {remote}").into());
     }
-    session.close()?;
+    session.close().or_fail()?;
     if Path::new(&remote).exists() {
         return Err(format!("{remote} is left on the target").into());
     }
@@ -127,8 +128,9 @@ pub fn serial_console(m: &Manifest, machine: &str, trial: &str) -> Result<(), Fa
         &TargetDef::Serial(def),
         &log_dir.join("serial"),
         None,
-    )?;
-    let inv = session.agent()?.inventory()?;
+    )
+    .or_fail()?;
+    let inv = session.agent().or_fail()?.inventory().or_fail()?;
     if !inv.features.iter().any(|f| f == "vfio-spapr-tce-v2") {
         return Err(format!("inventory over the console lacks VFIO: {:?}", inv.features).into());
     }
@@ -137,7 +139,7 @@ pub fn serial_console(m: &Manifest, machine: &str, trial: &str) -> Result<(), Fa
     if !run.passed() {
         return Err(run.failure_report(&file, &session).into());
     }
-    session.close()?;
+    session.close().or_fail()?;
     let console = std::fs::read_to_string(log_dir.join("serial/console.log"))?;
     let noise = console.matches("iobench-printk-noise").count();
     let frames = console.matches("@@IOB ").count();
@@ -183,11 +185,16 @@ pub fn target_trials(
     };
     let def = match TargetDef::load(&run.file, &run.name) {
         Ok(d) => d,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return fail(chain(&e)),
     };
     let files = match harness::scenario::load_dir(&m.scenarios_dir) {
         Ok(f) => f,
-        Err(e) => return fail(format!("the scenario catalogue does not load: {e}")),
+        Err(e) => {
+            return fail(format!(
+                "the scenario catalogue does not load: {}",
+                chain(&e)
+            ));
+        }
     };
     let wanted: Vec<String> = std::iter::once(run.name.clone())
         .chain(def.runs().iter().cloned())

@@ -6,7 +6,8 @@
 //! guest console and recognises panics, [`vsock`] runs the per-VM
 //! `vhost-device-vsock` backend and its sockets, [`agent`] speaks the
 //! protocol to the guest agent, and [`vm`] ties them into a boot with named
-//! stages, timeouts and guaranteed clean-up.  See `ARCHITECTURE.md`.
+//! stages, timeouts and guaranteed clean-up; [`reaper`] ends a command's
+//! whole process tree with it.  See `ARCHITECTURE.md`.
 //!
 //! Scenarios: [`scenario_file`] reads and checks scenario files against the
 //! operation catalogue, [`scenario`] runs one on an [`scenario::AgentHost`]
@@ -21,6 +22,7 @@ pub mod manifest;
 pub mod process;
 pub mod qemu;
 pub mod qmp;
+pub mod reaper;
 pub mod report;
 pub mod scenario;
 pub mod scenario_file;

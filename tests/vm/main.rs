@@ -7,6 +7,7 @@
 //! of its VM is left behind.
 
 mod lifecycle;
+mod lifetime;
 mod record;
 mod scenarios;
 mod support;
@@ -77,9 +78,51 @@ const TRIALS: &[(&str, &str, Check)] = &[
         "pseries-eeh",
         host_qmp_freeze,
     ),
+    (
+        "harness::lifetime::sigkill_during_build",
+        "pseries",
+        lifetime::during_build,
+    ),
+    (
+        "harness::lifetime::sigterm_during_build",
+        "pseries",
+        lifetime::during_build,
+    ),
+    (
+        "pseries::lifetime::sigkill_during_boot",
+        "pseries",
+        lifetime::during_boot,
+    ),
+    (
+        "q35::lifetime::sigterm_during_boot",
+        "q35",
+        lifetime::during_boot,
+    ),
+    (
+        "pseries::lifetime::sigkill_mid_scenario",
+        "pseries",
+        lifetime::mid_scenario,
+    ),
+    (
+        "pseries::lifetime::sigterm_mid_scenario",
+        "pseries",
+        lifetime::mid_scenario,
+    ),
+    (
+        "pseries::lifetime::sigkill_mid_suite",
+        "pseries",
+        lifetime::mid_suite,
+    ),
+    (
+        "q35::lifetime::sigterm_mid_suite",
+        "q35",
+        lifetime::mid_suite,
+    ),
 ];
 
 fn main() {
+    // First, before any thread: whatever the suite starts ends with it.
+    harness::reaper::guard();
     let args = Arguments::from_args();
     let manifest: Result<Manifest, String> = match std::env::var_os(MANIFEST_ENV) {
         None => Err(format!(

@@ -97,7 +97,7 @@ fn op_rate(machine: &str, file: &str) -> Result<f64> {
         m,
         &opts(),
         GuestMode::Agent,
-        repo_root().join("target/iobench/bench").join(file),
+        crate::cache::out_dir().join("bench").join(file),
     )?;
     let mut vm = Vm::boot(spec)?;
     let run = harness::scenario::run_on(&mut vm, &scenario, |_| {});
@@ -123,7 +123,7 @@ fn op_rate(machine: &str, file: &str) -> Result<f64> {
 /// Runs the benchmark.
 pub fn run(b: &BenchArgs) -> Result<()> {
     let runs = b.runs.max(1);
-    let out = repo_root().join("target/iobench");
+    let out = crate::cache::out_dir();
     let mut rows = Vec::new();
     let mut json = serde_json::Map::new();
     for name in ["pseries", "q35"] {

@@ -1,4 +1,5 @@
-//! Where things live: the repository, the cache (`~/.cache/iobench`, or
+//! Where things live: the repository, the run output (`target/iobench`,
+//! or `$IOBENCH_OUT`), the cache (`~/.cache/iobench`, or
 //! `$IOBENCH_CACHE`) and the toolchains `cargo xtask setup` unpacks into it,
 //! and content-hash keys for cached artifacts.
 
@@ -12,6 +13,14 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .expect("xtask is inside the workspace")
         .to_path_buf()
+}
+
+/// Where runs write their logs, manifests and reports: `target/iobench`,
+/// or `$IOBENCH_OUT` (a run nested in another one keeps its logs apart).
+pub fn out_dir() -> PathBuf {
+    std::env::var_os("IOBENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/iobench"))
 }
 
 /// The cache root.

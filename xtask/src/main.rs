@@ -41,6 +41,8 @@ fn modules_note(k: &images::Kernel) -> String {
 }
 
 fn main() -> ExitCode {
+    // First, before any thread: whatever this command starts ends with it.
+    harness::reaper::guard();
     let args = Xtask::parse();
     match dispatch(args.cmd) {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,6 +17,7 @@
 
 pub mod agent;
 pub mod console;
+pub mod known_bug;
 pub mod machine;
 pub mod manifest;
 pub mod process;

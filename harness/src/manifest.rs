@@ -68,6 +68,9 @@ pub struct FlavourImages {
     pub initramfs: PathBuf,
     /// `tcg` or `kvm`.
     pub accel: Accel,
+    /// The patches the kernel was built with (`--patch`), as file names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patches: Vec<String>,
 }
 
 /// Why the manifest cannot give a machine's spec.
@@ -101,6 +104,7 @@ impl Manifest {
             kernel: f.kernel.clone(),
             initramfs: f.initramfs.clone(),
             vmlinux: f.vmlinux.clone(),
+            patches: f.patches.clone(),
         };
         Ok(VmSpec::builder(m, images, self.log_root.join(log_name))
             .accel(f.accel)
@@ -146,6 +150,7 @@ mod tests {
             vmlinux: None,
             initramfs: "/i".into(),
             accel: Accel::Kvm,
+            patches: vec![],
         };
         let mut m = Manifest {
             flavours: [(KernelFlavour::X86_64, images)].into(),

@@ -67,6 +67,18 @@ fn show_actual(a: &iobench_proto::Actual) -> String {
     }
 }
 
+/// One failed step in a sentence: `step 12 (line 20) vfio.map_dma: expected EINVAL, actual ok = 1`.
+pub fn step_outcome(file: &ScenarioFile, r: &StepResult) -> String {
+    format!(
+        "step {} (line {}) {}: expected {}, actual {}",
+        r.index,
+        origin(file, r.index),
+        r.op,
+        show_expected(&r.expected),
+        show_actual(&r.actual)
+    )
+}
+
 /// The table header matching [`row`].
 pub fn header() -> String {
     format!(
@@ -213,6 +225,43 @@ pub enum TrialStatus {
         /// Why, if known.
         reason: Option<String>,
     },
+    /// A known bug showed as declared (`harness::known_bug`): not a pass,
+    /// not a failure.
+    ExpectedFailure {
+        /// Which bug, where it showed and what happened.
+        message: String,
+    },
+}
+
+impl TrialStatus {
+    /// The one-word status the JSON file and summaries use.
+    pub fn word(&self) -> &'static str {
+        match self {
+            TrialStatus::Passed => "passed",
+            TrialStatus::Failed { .. } => "failed",
+            TrialStatus::Ignored { .. } => "ignored",
+            TrialStatus::ExpectedFailure { .. } => "expected_failure",
+        }
+    }
+}
+
+/// The closing summary of expected failures, if there were any: a line
+/// with their count, then one line per trial.
+pub fn expected_failures(records: &[TrialRecord]) -> Option<String> {
+    let lines: Vec<String> = records
+        .iter()
+        .filter_map(|r| match &r.status {
+            TrialStatus::ExpectedFailure { message } => Some(format!("  {}: {message}", r.name)),
+            _ => None,
+        })
+        .collect();
+    (!lines.is_empty()).then(|| {
+        format!(
+            "expected failures (known bugs, no fix applied): {}\n{}",
+            lines.len(),
+            lines.join("\n")
+        )
+    })
 }
 
 /// One trial's result, for the JUnit and JSON files.
@@ -257,6 +306,13 @@ pub fn write_junit(path: &Path, suite: &str, records: &[TrialRecord]) -> std::io
                 if let Some(reason) = reason {
                     s.set_message(reason.as_str());
                 }
+                s
+            }
+            // JUnit has no expected failure: a skip whose type says so.
+            TrialStatus::ExpectedFailure { message } => {
+                let mut s = TestCaseStatus::skipped();
+                s.set_type("expected_failure");
+                s.set_message(message.as_str());
                 s
             }
         };
@@ -308,6 +364,12 @@ mod tests {
                     reason: Some("the guest lacks eeh".into()),
                 },
             ),
+            rec(
+                "pseries::windows::d",
+                TrialStatus::ExpectedFailure {
+                    message: "expected failure: known bug 0001 (x): step 4".into(),
+                },
+            ),
         ]
     }
 
@@ -341,7 +403,12 @@ mod tests {
             .iter()
             .filter(|t| matches!(t.status, quick_junit::TestCaseStatus::Skipped { .. }))
             .count();
-        assert_eq!((suite.tests, suite.failures, skipped), (3, 1, 1));
+        assert_eq!((suite.tests, suite.failures, skipped), (4, 1, 2));
+        assert!(
+            xml.contains("type=\"expected_failure\"")
+                && xml.contains("expected failure: known bug 0001 (x): step 4"),
+            "{xml}"
+        );
         assert!(xml.contains("classname=\"q35\""), "{xml}");
         assert!(xml.contains("step 3 (line 9): ioas.map"), "{xml}");
     }
@@ -354,6 +421,14 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(v[1]["status"], "failed");
         assert_eq!(v[2]["reason"], "the guest lacks eeh");
+        assert_eq!(v[3]["status"], "expected_failure");
+        assert_eq!(
+            v[3]["message"],
+            "expected failure: known bug 0001 (x): step 4"
+        );
+        let summary = expected_failures(&records()).unwrap();
+        assert!(summary.starts_with("expected failures (known bugs, no fix applied): 1\n  pseries::windows::d: expected failure"), "{summary}");
+        assert!(expected_failures(&records()[..3]).is_none());
         assert_eq!(v[0]["seconds"], 1.5);
     }
 }

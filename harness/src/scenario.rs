@@ -30,6 +30,11 @@ pub trait AgentHost {
     fn console_tail(&self, n: usize) -> Vec<String>;
     /// Where this host's logs are.
     fn log_dir(&self) -> &Path;
+    /// The patches its kernel was built with (file names; none known for a
+    /// real machine), for `harness::known_bug`.
+    fn kernel_patches(&self) -> &[String] {
+        &[]
+    }
 }
 
 impl AgentHost for Vm {
@@ -44,6 +49,9 @@ impl AgentHost for Vm {
     }
     fn log_dir(&self) -> &Path {
         Vm::log_dir(self)
+    }
+    fn kernel_patches(&self) -> &[String] {
+        Vm::kernel_patches(self)
     }
 }
 

@@ -7,6 +7,7 @@
 //! requires = ["vfio-spapr-tce-v2"]        # guest features (see FEATURES)
 //! # fresh_vm = true                       # boot a machine just for this scenario
 //! # disabled = "why"                      # run only when asked (--include-ignored)
+//! # known_bug = { id = "0001", reason = "…" }  # released kernels get it wrong
 //!
 //! [[step]]
 //! op = "vfio.container_open"
@@ -23,6 +24,10 @@
 //! A step that is only `include = "../_common/spapr_container.toml"`
 //! (relative to the file) stands for the `[[step]]`s of that shared fragment;
 //! directories starting with `_` hold fragments, not scenarios.
+//!
+//! A scenario with `known_bug` states the correct behaviour; the steps
+//! where kernels without the fix go wrong carry `bug = "0001"` (see
+//! `harness::known_bug` for the verdicts).
 //!
 //! A scenario's name is its path under `scenarios/` without `.toml`, with
 //! `::` for `/` (`windows/map_outside.toml` → `windows::map_outside`).  Every
@@ -81,6 +86,10 @@ pub struct ScenarioFile {
     pub fresh_vm: bool,
     /// Why it does not run by default, if it does not.
     pub disabled: Option<String>,
+    /// The kernel bug it shows on kernels without the fix, if any.
+    pub known_bug: Option<KnownBug>,
+    /// Indices of the steps marked `bug = "…"`: where the known bug shows.
+    pub bug_steps: Vec<usize>,
     /// The steps, as sent to the agent.
     pub scenario: Scenario,
     /// Where each step was written: line, and the included fragment if not this file.
@@ -99,7 +108,20 @@ struct RawFile {
     #[serde(default)]
     disabled: Option<String>,
     #[serde(default)]
+    known_bug: Option<KnownBug>,
+    #[serde(default)]
     step: Vec<toml::Spanned<toml::Table>>,
+}
+
+/// `known_bug = { id = "0001", reason = "…" }`: the bug that the fix
+/// `kernel-patches/fixes/0001-*.patch` mends.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnownBug {
+    /// Four digits, the number of the fix patch.
+    pub id: String,
+    /// What goes wrong, for the report.
+    pub reason: String,
 }
 
 /// A file of shared steps (a step `include = "../_common/x.toml"`), e.g. a container set-up.
@@ -117,6 +139,8 @@ struct Steps {
     bound: BTreeSet<String>,
     steps: Vec<Step>,
     origins: Vec<(Option<String>, usize)>,
+    /// Step index, line and bug id of each step marked `bug = "…"`.
+    bugs: Vec<(usize, usize, String)>,
     depth: usize,
 }
 
@@ -170,6 +194,16 @@ impl Steps {
             }
             let step =
                 check_step(table, &mut self.bound).map_err(|(key, msg)| invalid(at(&key), msg))?;
+            if let Some(bug) = table.get("bug") {
+                let id = bug.as_str().ok_or_else(|| {
+                    invalid(
+                        at("bug"),
+                        format!("bug must name a known bug like \"0001\", not {bug}"),
+                    )
+                })?;
+                self.bugs
+                    .push((self.steps.len(), at("bug"), id.to_string()));
+            }
             self.origins.push((include.cloned(), line_of(text, start)));
             self.steps.push(step);
         }
@@ -239,6 +273,42 @@ impl ScenarioFile {
         if acc.steps.is_empty() {
             return Err(invalid(1, "a scenario needs at least one [[step]]".into()));
         }
+        if let Some(kb) = &raw.known_bug
+            && (kb.id.len() != 4 || !kb.id.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(invalid(
+                key_line("known_bug"),
+                format!(
+                    "known_bug id {:?} must be the four digits of its fix, kernel-patches/fixes/NNNN-*.patch",
+                    kb.id
+                ),
+            ));
+        }
+        for (_, line, id) in &acc.bugs {
+            match &raw.known_bug {
+                Some(kb) if &kb.id == id => {}
+                Some(kb) => {
+                    return Err(invalid(
+                        *line,
+                        format!("bug = {id:?}, but the scenario's known_bug is {:?}", kb.id),
+                    ));
+                }
+                None => {
+                    return Err(invalid(
+                        *line,
+                        format!(
+                            "bug = {id:?} needs known_bug = {{ id = {id:?}, reason = \"…\" }} at the top"
+                        ),
+                    ));
+                }
+            }
+        }
+        if raw.known_bug.is_some() && acc.bugs.is_empty() {
+            return Err(invalid(
+                key_line("known_bug"),
+                "known_bug needs at least one step marked bug = \"…\": the step where the bug shows".into(),
+            ));
+        }
         Ok(ScenarioFile {
             path: path.to_owned(),
             description: raw.description,
@@ -246,6 +316,8 @@ impl ScenarioFile {
             requires: raw.requires,
             fresh_vm: raw.fresh_vm,
             disabled: raw.disabled,
+            known_bug: raw.known_bug,
+            bug_steps: acc.bugs.iter().map(|(i, _, _)| *i).collect(),
             scenario: Scenario {
                 name: name.to_string(),
                 steps: acc.steps,
@@ -336,7 +408,7 @@ fn check_step(table: &toml::Table, bound: &mut BTreeSet<String>) -> Result<Step,
     let spec = ops::op(op_name).ok_or_else(|| err("op", unknown_op(op_name)))?;
     let mut args = std::collections::BTreeMap::new();
     for (key, value) in table {
-        if matches!(key.as_str(), "op" | "expect" | "bind" | "note") {
+        if matches!(key.as_str(), "op" | "expect" | "bind" | "note" | "bug") {
             continue;
         }
         let arg = spec.args.iter().find(|a| a.name == key).ok_or_else(|| {

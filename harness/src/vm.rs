@@ -31,6 +31,9 @@ pub struct Images {
     pub initramfs: PathBuf,
     /// The unstripped `vmlinux` for gdb, if known.
     pub vmlinux: Option<PathBuf>,
+    /// The patches the kernel was built with (file names), for
+    /// `harness::known_bug`.
+    pub patches: Vec<String>,
 }
 
 /// Deadlines of the boot stages and of agent requests.
@@ -573,6 +576,11 @@ impl Vm {
         self.console.last_lines(n)
     }
 
+    /// The patches the guest kernel was built with (file names).
+    pub fn kernel_patches(&self) -> &[String] {
+        &self.spec.images.patches
+    }
+
     /// The log directory.
     pub fn log_dir(&self) -> &Path {
         &self.spec.log_dir
@@ -761,6 +769,7 @@ mod tests {
             kernel: "/k".into(),
             initramfs: "/i".into(),
             vmlinux: None,
+            patches: vec![],
         };
         VmSpec::builder(Machine::find(&dir, name).unwrap(), images, "/logs".into())
     }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use harness::known_bug::{self, Verdict};
 use harness::proto::StepResult;
 use harness::qemu::GuestMode;
 use harness::report::{TrialRecord, chain};
@@ -42,6 +43,9 @@ pub struct ScenarioTrial {
     pub steps: Vec<StepResult>,
     /// The run broke off (guest panic, hang, agent crash): the machine is not reusable.
     pub machine_broken: bool,
+    /// The scenario's known bug showed as declared (the trial reports as
+    /// ignored with this text; the records say expected failure).
+    pub expected_failure: Option<String>,
 }
 
 impl Pool {
@@ -141,6 +145,7 @@ fn failed_boot(e: String) -> ScenarioTrial {
         log_dir: None,
         steps: Vec::new(),
         machine_broken: true,
+        expected_failure: None,
     }
 }
 
@@ -154,19 +159,28 @@ fn run_scenario(vm: &mut dyn AgentHost, features: &[String], file: &ScenarioFile
             log_dir,
             steps: Vec::new(),
             machine_broken: false,
+            expected_failure: None,
         };
     }
     let run = run_on(vm, file, |_| {});
-    let result = if run.passed() {
-        Ok(Completion::Completed)
-    } else {
-        Err(run.failure_report(file, vm).into())
+    let mut expected_failure = None;
+    let result = match known_bug::judge(file, &run, vm.kernel_patches()) {
+        Verdict::AsIs if run.passed() => Ok(Completion::Completed),
+        Verdict::AsIs => Err(run.failure_report(file, vm).into()),
+        Verdict::Expected(what) => {
+            expected_failure = Some(what.clone());
+            Ok(Completion::ignored_with(what))
+        }
+        Verdict::Vanished(what) => {
+            Err(format!("{what}\n{}", harness::report::table(file, &run.results)).into())
+        }
     };
     ScenarioTrial {
         result,
         log_dir,
         machine_broken: run.outcome.is_err(),
         steps: run.results,
+        expected_failure,
     }
 }
 
@@ -179,6 +193,11 @@ pub fn record(
 ) -> TrialRecord {
     use harness::report::TrialStatus;
     let status = match result {
+        _ if trial.is_some_and(|t| t.expected_failure.is_some()) => TrialStatus::ExpectedFailure {
+            message: trial
+                .and_then(|t| t.expected_failure.clone())
+                .unwrap_or_default(),
+        },
         Ok(Completion::Completed) => TrialStatus::Passed,
         Ok(Completion::Ignored { reason }) => TrialStatus::Ignored {
             reason: reason.clone(),
@@ -358,6 +377,7 @@ impl TargetPool {
                     log_dir: None,
                     steps: Vec::new(),
                     machine_broken: false,
+                    expected_failure: None,
                 };
             }
             retire(&mut st);

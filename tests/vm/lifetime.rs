@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::reaper::{TMP_ROOT_ENV, describe, tmp_root, with_env_mark};
 use harness::manifest::Manifest;
+use harness::reaper::{TMP_ROOT_ENV, describe, tmp_root, with_env_mark};
 use libtest_mimic::Failed;
 
 /// The environment variable each trial marks its `xtask` with.
@@ -98,7 +98,13 @@ fn kill_at(
     let mut xtask = cmd.spawn()?;
     let pid = xtask.id();
     let output = collect_stdout(&mut xtask, out_path.clone());
-    let reached = wait_for(&mark, &moment, &output, &mut xtask, Duration::from_secs(180));
+    let reached = wait_for(
+        &mark,
+        &moment,
+        &output,
+        &mut xtask,
+        Duration::from_secs(180),
+    );
     // SAFETY: a plain kill(2) of our own child, which is not yet reaped.
     unsafe { libc::kill(pid as libc::pid_t, signal) };
     let _ = xtask.wait();
@@ -130,17 +136,18 @@ fn kill_at(
     }
     eprintln!(
         "{} to xtask: its tree ended within {:.0?}",
-        if signal == libc::SIGKILL { "SIGKILL" } else { "SIGTERM" },
+        if signal == libc::SIGKILL {
+            "SIGKILL"
+        } else {
+            "SIGTERM"
+        },
         killed_at.elapsed()
     );
     Ok(())
 }
 
 /// Copies `xtask`'s stdout to `path` on a thread and keeps it for matching.
-fn collect_stdout(
-    xtask: &mut Child,
-    path: PathBuf,
-) -> std::sync::Arc<std::sync::Mutex<String>> {
+fn collect_stdout(xtask: &mut Child, path: PathBuf) -> std::sync::Arc<std::sync::Mutex<String>> {
     let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let mut pipe = xtask.stdout.take().expect("stdout is piped");
     let sink = text.clone();

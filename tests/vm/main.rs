@@ -236,6 +236,9 @@ fn main() {
         let mut all = records.lock().unwrap_or_else(|p| p.into_inner()).clone();
         all.extend(static_skips);
         all.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(summary) = harness::report::expected_failures(&all) {
+            eprintln!("{summary}");
+        }
         if let Some(path) = &m.junit {
             match harness::report::write_junit(path, "iobench", &all) {
                 Ok(()) => eprintln!("JUnit report: {}", path.display()),

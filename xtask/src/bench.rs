@@ -159,6 +159,7 @@ pub fn run(b: &BenchArgs) -> Result<()> {
         crate::kernel::build(
             &crate::kernel::Flavour::new(f),
             &crate::kernel::Source::Debian,
+            &[],
         )?;
     }
     let noop = t0.elapsed();

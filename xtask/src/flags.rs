@@ -182,6 +182,14 @@ pub struct KernelSource {
     /// Boot Debian's own 6.12 kernels and modules instead of building (fast; no iommufd).
     #[arg(long, value_enum, value_name = "debian", conflicts_with = "src")]
     pub prebuilt: Option<Prebuilt>,
+    /// Apply this patch (`-p1`) to a private copy of the tree before
+    /// building (repeatable, in order), e.g. a fix from kernel-patches/fixes/.
+    #[arg(long = "patch", value_name = "FILE", conflicts_with = "prebuilt")]
+    pub patches: Vec<PathBuf>,
+    /// Apply every fix iobench proposes (kernel-patches/fixes/*.patch, in
+    /// order) after any --patch: known-bug scenarios must then pass.
+    #[arg(long, conflicts_with = "prebuilt")]
+    pub fixes: bool,
 }
 
 /// Whose prebuilt kernels `--prebuilt` boots.

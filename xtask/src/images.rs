@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use harness::machine::{Arch, KernelFlavour, Machine};
 use harness::vm::Images;
 
@@ -31,6 +31,8 @@ pub struct Kernel {
     pub modules: Vec<(String, Vec<u8>)>,
     /// Where it came from, for people: `built`, `cached`, a Debian package, `given`.
     pub origin: String,
+    /// The patches it was built with (file names).
+    pub patches: Vec<String>,
 }
 
 /// The kernel for a flavour: `own` if given, else Debian's prebuilt one or a build.
@@ -41,6 +43,7 @@ pub fn kernel(flavour: KernelFlavour, src: &KernelSource, own: Option<&PathBuf>)
             vmlinux: None,
             modules: Vec::new(),
             origin: "given".into(),
+            patches: Vec::new(),
         });
     }
     if src.prebuilt.is_some() {
@@ -50,15 +53,26 @@ pub fn kernel(flavour: KernelFlavour, src: &KernelSource, own: Option<&PathBuf>)
             vmlinux: None,
             modules: p.modules,
             origin: p.package,
+            patches: Vec::new(),
         });
     }
-    let built = kernel::build(&Flavour::new(flavour), &source(src))?;
-    let origin = if built.cached { "cached" } else { "built" }.to_string();
+    let mut paths = src.patches.clone();
+    if src.fixes {
+        paths.extend(crate::patch::fixes(&repo_root())?);
+    }
+    let patches = crate::patch::load(&paths)?;
+    let built = kernel::build(&Flavour::new(flavour), &source(src), &patches)?;
+    let mut origin = if built.cached { "cached" } else { "built" }.to_string();
+    if !patches.is_empty() {
+        let names: Vec<&str> = patches.iter().map(|p| p.name.as_str()).collect();
+        origin.push_str(&format!(", patched with {}", names.join(", ")));
+    }
     Ok(Kernel {
         image: built.image,
         vmlinux: Some(built.vmlinux),
         modules: Vec::new(),
         origin,
+        patches: patches.into_iter().map(|p| p.name).collect(),
     })
 }
 
@@ -87,12 +101,13 @@ pub fn initramfs_with(arch: Arch, modules: &[(String, Vec<u8>)]) -> Result<PathB
     };
     let out = dir.join(format!("initramfs-{tag}.cpio"));
     let init = repo_root().join("images/initramfs/init");
-    let fresh = dir.join(format!("initramfs-{tag}.new"));
+    // A name of this process's own: two commands may build the same image at once.
+    let fresh = dir.join(format!("initramfs-{tag}.{}.new", std::process::id()));
     crate::initramfs::build(&busybox, &agent, &init, modules, &fresh)?;
     if std::fs::read(&out).ok() != std::fs::read(&fresh).ok() {
-        std::fs::rename(&fresh, &out)?;
+        std::fs::rename(&fresh, &out).with_context(|| format!("replacing {}", out.display()))?;
     } else {
-        std::fs::remove_file(&fresh)?;
+        std::fs::remove_file(&fresh).with_context(|| format!("removing {}", fresh.display()))?;
     }
     Ok(out)
 }
@@ -104,5 +119,6 @@ pub fn for_machine(machine: &Machine, src: &KernelSource, own: Option<&PathBuf>)
         kernel: k.image,
         initramfs: initramfs_with(machine.arch, &k.modules)?,
         vmlinux: k.vmlinux,
+        patches: k.patches,
     })
 }

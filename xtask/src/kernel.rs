@@ -5,7 +5,11 @@
 //! Flavours: `x86_64` (q35), `ppc64le-4k` and `ppc64le-64k` (pseries).  The
 //! default source is Debian's `linux-source-6.12`, unpacked once into the
 //! cache; `--src DIR` builds any tree (its build directory is kept, so make
-//! stays incremental, and the tree's state is part of the key).
+//! stays incremental, and the tree's state is part of the key).  With
+//! `--patch FILE` the build runs in a patched private copy of the tree
+//! (`xtask::patch`), and the patches are part of the key; Debian's tree
+//! always builds in its copy, so a patched build after an unpatched one
+//! (or the other way round) recompiles only what the patches touch.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,6 +20,7 @@ use harness::machine::{Arch, KernelFlavour};
 use xshell::{Shell, cmd};
 
 use crate::cache::{cache_dir, key, repo_root, short};
+use crate::patch::Patch;
 use crate::progress::Stage;
 
 /// A kernel to build.
@@ -235,8 +240,8 @@ fn prepare_source(sh: &Shell, src: &Source) -> Result<(PathBuf, String)> {
     }
 }
 
-/// Builds (or finds in the cache) the kernel of `flavour` from `src`.
-pub fn build(flavour: &Flavour, src: &Source) -> Result<Built> {
+/// Builds (or finds in the cache) the kernel of `flavour` from `src` with `patches`.
+pub fn build(flavour: &Flavour, src: &Source, patches: &[Patch]) -> Result<Built> {
     let sh = Shell::new()?;
     crate::deps::require(&["make", "flex", "bison", "bc", flavour.compiler()])?;
     let frags: Vec<(String, String)> = flavour
@@ -257,6 +262,7 @@ pub fn build(flavour: &Flavour, src: &Source) -> Result<Built> {
     let wants = parse_fragments(&frags)?;
     let config = merged(&wants);
     let (srcdir, ident) = prepare_source(&sh, src)?;
+    let ident = ident + &crate::patch::identity(patches);
     let cc = flavour.compiler();
     let toolchain = cmd!(sh, "{cc} --version").quiet().read()?;
     let (target, image_rel) = flavour.image();
@@ -277,14 +283,19 @@ pub fn build(flavour: &Flavour, src: &Source) -> Result<Built> {
             cached: true,
         });
     }
-    let build_dir = match src {
-        Source::Debian => cache_dir().join(format!("kernel/build/{}", flavour.kind)),
-        Source::Dir(_) => cache_dir().join(format!(
-            "kernel/build/{}-{}",
-            flavour.kind,
-            short(&key(&[srcdir.to_string_lossy().as_bytes()]))
-        )),
-    };
+    // Debian's tree, and any patched tree, build in a private copy (locked
+    // until the build is done) with one build dir per flavour, so going
+    // between patch sets, or back to none, is an incremental build.  A
+    // user's unpatched tree builds in place.
+    let work = (!patches.is_empty() || matches!(src, Source::Debian))
+        .then(|| crate::patch::work_tree(&srcdir, patches))
+        .transpose()?;
+    let srcdir = work.as_ref().map_or(srcdir, |w| w.dir.clone());
+    let build_dir = cache_dir().join(format!(
+        "kernel/build/{}-{}",
+        flavour.kind,
+        short(&key(&[srcdir.to_string_lossy().as_bytes()]))
+    ));
     std::fs::create_dir_all(&build_dir)?;
     std::fs::create_dir_all(&out)?;
     let merged_path = out.join("fragment.config");

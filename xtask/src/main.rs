@@ -13,6 +13,7 @@ mod flags;
 mod images;
 mod initramfs;
 mod kernel;
+mod patch;
 mod prebuilt;
 mod progress;
 mod qemu;

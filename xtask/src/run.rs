@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use harness::known_bug::{self, Verdict};
 use harness::machine::{Machine, Overrides, QemuBuild, Size};
 use harness::qemu::GuestMode;
 use harness::report;
@@ -57,7 +58,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         crate::deps::require(&[m.arch.qemu_binary()])?;
     }
     crate::deps::require(&[harness::vsock::BACKEND])?;
-    let log_dir = repo_root().join("target/iobench/run").join(&m.name);
+    let log_dir = crate::cache::out_dir().join("run").join(&m.name);
     let mode = if a.shell || a.gdb {
         GuestMode::Shell
     } else {
@@ -112,19 +113,36 @@ pub fn run(a: &RunArgs) -> Result<()> {
         );
     }
     let mut failed = Vec::new();
-    for file in &scenarios {
-        if !run_one(&mut vm, file, &inv.features) {
+    let mut broken = false;
+    for (i, file) in scenarios.iter().enumerate() {
+        let (passed, broke) = run_one(&mut vm, file, &inv.features);
+        if !passed {
             failed.push(file.name().to_string());
+        }
+        if broke {
+            // The guest is gone (panic, hang, agent crash): nothing else can run.
+            broken = true;
+            failed.extend(
+                scenarios[i + 1..]
+                    .iter()
+                    .map(|f| format!("{} (not run)", f.name())),
+            );
+            break;
         }
     }
     let log = vm.console_log();
-    let off = vm.poweroff()?;
-    println!(
-        "  boot-to-agent-ready {:.3} s, poweroff {:.3} s; console log: {}",
-        ready.as_secs_f64(),
-        off.as_secs_f64(),
-        log.display()
-    );
+    if broken {
+        drop(vm);
+        println!("  the guest broke; console log: {}", log.display());
+    } else {
+        let off = vm.poweroff()?;
+        println!(
+            "  boot-to-agent-ready {:.3} s, poweroff {:.3} s; console log: {}",
+            ready.as_secs_f64(),
+            off.as_secs_f64(),
+            log.display()
+        );
+    }
     if !failed.is_empty() {
         bail!(
             "{} of {} scenarios failed: {}",
@@ -161,22 +179,35 @@ fn load_scenarios(
 }
 
 /// Runs one scenario, printing each step as it arrives; true if it passed or was skipped.
-fn run_one(vm: &mut Vm, file: &ScenarioFile, features: &[String]) -> bool {
+fn run_one(vm: &mut Vm, file: &ScenarioFile, features: &[String]) -> (bool, bool) {
     println!("\nscenario {} — {}", file.name(), file.description);
     let missing = file.missing_features(features);
     if !missing.is_empty() {
         println!("  skipped: the guest lacks {}", missing.join(", "));
-        return true;
+        return (true, false);
     }
     println!("{}", report::header());
     let result = run_on(vm, file, |r| println!("{}", report::row(file, r)));
-    if result.passed() {
-        println!("  passed ({} steps)", result.results.len());
-        true
-    } else {
-        eprintln!("{}", result.failure_report(file, vm));
-        false
-    }
+    let broke = result.outcome.is_err();
+    let passed = match known_bug::judge(file, &result, vm.kernel_patches()) {
+        Verdict::AsIs if result.passed() => {
+            println!("  passed ({} steps)", result.results.len());
+            true
+        }
+        Verdict::AsIs => {
+            eprintln!("{}", result.failure_report(file, vm));
+            false
+        }
+        Verdict::Expected(what) => {
+            println!("  {what}");
+            true
+        }
+        Verdict::Vanished(what) => {
+            eprintln!("  {what}");
+            false
+        }
+    };
+    (passed, broke)
 }
 
 /// The guest console on this terminal until the guest powers off.

@@ -63,11 +63,13 @@ pub fn run(t: &TestArgs) -> Result<()> {
         harness::vsock::BACKEND,
     ])?;
     let root = repo_root();
-    let machines = if t.machine == "all" {
-        Vec::new()
+    let (machines, wanted) = if t.machine == "all" || t.target.is_some() {
+        (Vec::new(), KernelFlavour::ALL.to_vec())
     } else {
-        harness::machine::Machine::find(&root.join("qemu-configs"), &t.machine)?;
-        vec![t.machine.clone()]
+        // One machine: only its kernel is needed (a --patch build is not
+        // made for flavours nobody boots).
+        let m = harness::machine::Machine::find(&root.join("qemu-configs"), &t.machine)?;
+        (vec![t.machine.clone()], vec![m.kernel.flavour])
     };
     if let Some(name) = &t.target {
         // An unknown target or a broken targets file stops here, before any build.
@@ -79,8 +81,7 @@ pub fn run(t: &TestArgs) -> Result<()> {
         .map(|k| kernel_arch(k).map(|a| (a, k.clone())))
         .transpose()?;
     let mut flavours = BTreeMap::new();
-    // Every flavour: the suite's machines boot all of them.
-    for f in KernelFlavour::ALL {
+    for f in wanted {
         let arch = f.arch();
         let own = own_kernel
             .as_ref()
@@ -96,10 +97,11 @@ pub fn run(t: &TestArgs) -> Result<()> {
                 vmlinux: k.vmlinux,
                 initramfs,
                 accel,
+                patches: k.patches,
             },
         );
     }
-    let out = root.join("target/iobench");
+    let out = crate::cache::out_dir();
     std::fs::create_dir_all(&out)?;
     let absolute = |p: &Option<std::path::PathBuf>| p.as_ref().map(std::path::absolute).transpose();
     let patched_qemu = patched_qemu(&root, &machines)?;

@@ -11,7 +11,7 @@ use harness::report::chain;
 use harness::vm::{Timeouts, Vm, VmError, VmSpec};
 use libtest_mimic::Failed;
 
-use crate::support::{OrFail, assert_no_leftovers, catalogue_scenario, spec};
+use crate::support::{OrFail, ask, assert_no_leftovers, catalogue_scenario, spec};
 
 /// The private dir of a boot that failed, from the command line QEMU got.
 fn private_dir_of(spec: &VmSpec) -> Option<String> {
@@ -40,12 +40,7 @@ pub fn boot_and_inventory(m: &Manifest, machine: &str, trial: &str) -> Result<()
     {
         return Err(format!("unexpected hello: {hello:?}").into());
     }
-    let inv = vm
-        .agent()
-        .or_fail()?
-        .inventory()
-        .map_err(|e| vm.explain(e))
-        .or_fail()?;
+    let inv = ask(&mut vm, |a| a.inventory())?;
     let edu: Vec<_> = inv
         .devices
         .iter()
@@ -90,12 +85,7 @@ pub fn boot_and_inventory(m: &Manifest, machine: &str, trial: &str) -> Result<()
         .shutdown(false)
         .map_err(|e| vm.explain(e))
         .or_fail()?;
-    let dmesg = vm
-        .agent()
-        .or_fail()?
-        .dmesg()
-        .map_err(|e| vm.explain(e))
-        .or_fail()?;
+    let dmesg = ask(&mut vm, |a| a.dmesg())?;
     if !dmesg.iter().any(|l| l.contains("Linux version")) {
         return Err(format!(
             "dmesg lacks the banner; first lines: {:?}",
@@ -235,12 +225,7 @@ pub fn serial_channel(m: &Manifest, machine: &str, trial: &str) -> Result<(), Fa
     if vm.backend_pid().is_some() {
         return Err("a vsock backend was started for a serial-channel boot".into());
     }
-    let inv = vm
-        .agent()
-        .or_fail()?
-        .inventory()
-        .map_err(|e| vm.explain(e))
-        .or_fail()?;
+    let inv = ask(&mut vm, |a| a.inventory())?;
     if !inv
         .devices
         .iter()

@@ -63,16 +63,21 @@ fn running(mark: &str, prefix: &str) -> Vec<u32> {
         .collect()
 }
 
-/// Runs `xtask ARGS` (in the repo, with `envs`), sends `signal` at `moment`
-/// and checks that nothing it started is left one second later.
+/// Runs `xtask ARGS` (in the repo, with `envs`), sends the trial's signal
+/// (SIGTERM for `*sigterm*` trials, else SIGKILL) at `moment` and checks
+/// that nothing it started is left one second later.
 fn kill_at(
     m: &Manifest,
     trial: &str,
     args: &[&str],
     envs: &[(&str, &Path)],
     moment: Moment,
-    signal: libc::c_int,
 ) -> Result<(), Failed> {
+    let signal = if trial.contains("sigterm") {
+        libc::SIGTERM
+    } else {
+        libc::SIGKILL
+    };
     let mark = format!("{}-{}", std::process::id(), trial.replace("::", "-"));
     // Short paths: the VM's sockets live below this TMPDIR.
     let work = tempfile::Builder::new()
@@ -204,26 +209,22 @@ fn cleanup(mark: &str) {
     }
 }
 
-fn signal_of(trial: &str) -> libc::c_int {
-    if trial.contains("sigterm") {
-        libc::SIGTERM
-    } else {
-        libc::SIGKILL
-    }
+/// A scratch directory of the trial's own (removed when dropped).
+fn scratch(what: &str) -> std::io::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("iobench-kill-{what}-"))
+        .tempdir()
 }
 
 /// `xtask agent` compiling the agent from scratch (a fresh cargo target dir).
 pub fn during_build(m: &Manifest, _machine: &str, trial: &str) -> Result<(), Failed> {
-    let target = tempfile::Builder::new()
-        .prefix("iobench-kill-build-")
-        .tempdir()?;
+    let target = scratch("build")?;
     kill_at(
         m,
         trial,
         &["agent", "--arch", "x86_64"],
         &[("CARGO_TARGET_DIR", target.path())],
         Moment::Process("rustc"),
-        signal_of(trial),
     )
 }
 
@@ -235,15 +236,12 @@ pub fn during_boot(m: &Manifest, machine: &str, trial: &str) -> Result<(), Faile
         &["run", "--machine", machine],
         &[],
         Moment::Process("qemu-system-"),
-        signal_of(trial),
     )
 }
 
 /// `xtask run --scenario` after the first step, while the guest sleeps.
 pub fn mid_scenario(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
-    let dir = tempfile::Builder::new()
-        .prefix("iobench-kill-scenario-")
-        .tempdir()?;
+    let dir = scratch("scenario")?;
     let file = dir.path().join("sleeps.toml");
     std::fs::write(
         &file,
@@ -260,22 +258,18 @@ pub fn mid_scenario(m: &Manifest, machine: &str, trial: &str) -> Result<(), Fail
         &["run", "--machine", machine, "--scenario", &file],
         &[],
         Moment::Output("mem.alloc"),
-        signal_of(trial),
     )
 }
 
 /// `xtask test` once cargo runs the suite and the suite has booted a machine
 /// (the case a user hit: cargo and the suite went on without xtask).
 pub fn mid_suite(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
-    let out = tempfile::Builder::new()
-        .prefix("iobench-kill-suite-")
-        .tempdir()?;
+    let out = scratch("suite")?;
     kill_at(
         m,
         trial,
         &["test", "--machine", machine, &format!("{machine}::")],
         &[("IOBENCH_OUT", out.path())],
         Moment::Processes(&["cargo", "vm-", "qemu-system-"]),
-        signal_of(trial),
     )
 }

@@ -4,10 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use harness::agent::{Agent, AgentError};
 use harness::manifest::Manifest;
 use harness::qemu::GuestMode;
 use harness::report::chain;
-use harness::vm::VmSpec;
+use harness::vm::{Vm, VmSpec};
 use libtest_mimic::Failed;
 
 /// A harness error as a trial failure, with its causes: `?` alone would
@@ -21,6 +22,16 @@ impl<T, E: Into<Box<dyn std::error::Error + Send + Sync>>> OrFail<T> for Result<
     fn or_fail(self) -> Result<T, Failed> {
         self.map_err(|e| chain(&*e.into()).into())
     }
+}
+
+/// Asks the VM's agent: `f` on the agent, an error explained by the VM
+/// (console, process state) and said with its causes.
+pub fn ask<T>(
+    vm: &mut Vm,
+    f: impl FnOnce(&mut Agent) -> Result<T, AgentError>,
+) -> Result<T, Failed> {
+    let r = f(vm.agent().or_fail()?);
+    r.map_err(|e| vm.explain(e)).or_fail()
 }
 
 /// The manifest's spec for `machine` in `mode`, logging under the trial's

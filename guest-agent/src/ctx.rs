@@ -1,13 +1,17 @@
 //! The state of one scenario run that operations work on: the objects
 //! steps made (open files, memory buffers), each known to later steps by a
-//! handle, closed newest first when the run ends; and the kernel log lines
-//! seen since the run began.
+//! handle, closed newest first when the run ends; the kernel log lines
+//! seen since the run began; and, on a lab target, the [`Guard`] every
+//! operation that takes a device or writes a file asks first.
+
+use std::collections::BTreeMap;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use serde_json::{Value, json};
 
 use crate::args::Args;
+use crate::guard::Guard;
 use crate::mem::Buffer;
 use crate::outcome::{OpError, OpResult};
 use crate::sys::Kmsg;
@@ -31,18 +35,45 @@ pub struct Ctx {
     kmsg: Kmsg,
     /// Kernel log lines seen since the scenario began.
     pub log: Vec<String>,
+    /// The target's policy (none in a QEMU guest: everything is allowed).
+    pub guard: Option<Guard>,
+    /// The PCI function behind each device handle.
+    owners: BTreeMap<usize, String>,
 }
 
 impl Ctx {
-    /// An empty run; the kernel log starts now.
-    pub fn new() -> Self {
+    /// An empty run under `guard` (if any); the kernel log starts now.
+    pub fn new(guard: Option<Guard>) -> Self {
         let mut kmsg = Kmsg::new();
         kmsg.read_new(); // skip what was logged before the scenario
         Self {
             objects: Vec::new(),
             kmsg,
             log: Vec::new(),
+            guard,
+            owners: BTreeMap::new(),
         }
+    }
+
+    /// Under a policy, whether `f` may be taken (bound, opened, reset).
+    pub fn may_take(&self, f: &iobench_proto::PciDevice) -> Result<(), OpError> {
+        match &self.guard {
+            Some(g) => g.device(f).map_err(OpError::Error),
+            None => Ok(()),
+        }
+    }
+
+    /// Keeps a device's file, remembering which function it is.
+    pub fn add_device(&mut self, fd: OwnedFd, bdf: &str, extra: Value) -> Value {
+        let v = self.add(Object::Fd { kind: "device", fd }, extra);
+        self.owners.insert(self.objects.len() - 1, bdf.to_string());
+        v
+    }
+
+    /// The PCI function behind a device handle argument.
+    pub fn device_bdf(&self, args: &Args, key: &str) -> Option<&str> {
+        let h = args.get(key).ok()?.get("handle")?.as_u64()?;
+        self.owners.get(&(h as usize)).map(String::as_str)
     }
 
     /// Reads kernel log lines logged since the last call into `log`.

@@ -13,6 +13,7 @@
 
 mod args;
 mod ctx;
+mod guard;
 mod inventory;
 mod mem;
 mod ops;

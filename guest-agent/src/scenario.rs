@@ -12,14 +12,17 @@ use serde_json::Value;
 
 use crate::args::{Args, resolve_value};
 use crate::ctx::Ctx;
+use crate::guard::Guard;
 use crate::outcome::OpError;
 
-/// Runs a scenario, passing each step's result to `emit` as it finishes.
+/// Runs a scenario under `guard` (a lab target's policy, if any),
+/// passing each step's result to `emit` as it finishes.
 pub fn run(
     scenario: &Scenario,
+    guard: Option<&Guard>,
     mut emit: impl FnMut(&StepResult) -> Result<(), String>,
 ) -> Result<ScenarioOutcome, String> {
-    let mut ctx = Ctx::new();
+    let mut ctx = Ctx::new(guard.cloned());
     // Results of steps with `bind = "name"`, for later `$name` references.
     let mut bound: BTreeMap<String, Value> = BTreeMap::new();
     let mut passed = true;

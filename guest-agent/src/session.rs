@@ -38,6 +38,7 @@ pub fn serve<R: BufRead, W: Write>(mut r: R, w: W, frames: bool) -> Result<End, 
     let mut out = Out { w, frames };
     let mut kmsg = crate::sys::Kmsg::new();
     let mut greeted = false;
+    let mut guard: Option<crate::guard::Guard> = None;
     loop {
         let msg = match proto::recv::<HostMsg, _>(&mut r) {
             Ok(Some(m)) => m,
@@ -60,20 +61,27 @@ pub fn serve<R: BufRead, W: Write>(mut r: R, w: W, frames: bool) -> Result<End, 
             continue;
         }
         match msg {
-            HostMsg::Hello { protocol } => {
+            HostMsg::Hello { protocol, policy } => {
                 if let Err(e) = proto::check_version(protocol) {
                     out.send(&AgentMsg::Error { message: e.clone() })?;
                     return Err(e);
                 }
                 greeted = true;
-                out.send(&AgentMsg::Hello(crate::sys::hello()))?;
+                // A lab target's policy holds for the whole session.
+                guard = policy.map(crate::guard::Guard::new);
+                let mut hello = crate::sys::hello();
+                hello.protected = guard
+                    .as_ref()
+                    .map(|g| g.protected().to_vec())
+                    .unwrap_or_default();
+                out.send(&AgentMsg::Hello(hello))?;
             }
             HostMsg::Inventory => out.send(&AgentMsg::Inventory(crate::inventory::collect()))?,
             HostMsg::Dmesg => out.send(&AgentMsg::Dmesg {
                 lines: kmsg.read_new(),
             })?,
             HostMsg::Run { scenario } => {
-                let done = crate::scenario::run(&scenario, |step| {
+                let done = crate::scenario::run(&scenario, guard.as_ref(), |step| {
                     out.send(&AgentMsg::Step(step.clone()))
                 })?;
                 out.send(&AgentMsg::Done(done))?;

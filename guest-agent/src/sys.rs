@@ -39,6 +39,7 @@ pub fn hello() -> AgentHello {
         kernel,
         machine,
         page_size: page_size(),
+        protected: Vec::new(),
     }
 }
 

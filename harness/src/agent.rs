@@ -63,6 +63,16 @@ impl Agent {
         r: BufReader<R>,
         w: W,
     ) -> Result<Agent, AgentError> {
+        Agent::handshake_under(r, w, None)
+    }
+
+    /// Greets the agent and hands it a lab target's `policy`, which it
+    /// enforces for the whole session.
+    pub fn handshake_under<R: Read + Send + 'static, W: Write + Send + 'static>(
+        r: BufReader<R>,
+        w: W,
+        policy: Option<iobench_proto::policy::Policy>,
+    ) -> Result<Agent, AgentError> {
         let mut a = Agent {
             r: Box::new(r),
             w: Box::new(w),
@@ -70,6 +80,7 @@ impl Agent {
         };
         a.send(&HostMsg::Hello {
             protocol: proto::PROTOCOL_VERSION,
+            policy,
         })?;
         match a.recv()? {
             AgentMsg::Hello(h) => {
@@ -159,5 +170,6 @@ fn placeholder() -> AgentHello {
         kernel: String::new(),
         machine: String::new(),
         page_size: 0,
+        protected: Vec::new(),
     }
 }

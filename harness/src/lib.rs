@@ -20,6 +20,7 @@ pub mod console;
 pub mod known_bug;
 pub mod machine;
 pub mod manifest;
+pub mod policy;
 pub mod process;
 pub mod qemu;
 pub mod qmp;

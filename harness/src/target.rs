@@ -19,6 +19,10 @@
 //!
 //! `power_cycle` (an argv run on this host, e.g. a PDU script) is how a hung
 //! target is recovered.
+//!
+//! `devices`, `writable` and `allow_system_devices` are the target's
+//! policy ([`crate::policy`]): sent to the agent in its hello, so the agent
+//! refuses any other device or path for the whole session.
 
 use std::collections::BTreeMap;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -29,6 +33,7 @@ use serde::Deserialize;
 
 use crate::agent::{Agent, AgentError};
 use crate::machine::Arch;
+use crate::policy::{Address, DeviceDecl, Writable};
 use crate::scenario::{AgentHost, HostError};
 use crate::toml_error;
 
@@ -217,6 +222,16 @@ pub struct SshDef {
     /// Machine definitions whose scenarios also apply here.
     #[serde(default)]
     pub runs: Vec<String>,
+    /// The devices scenarios may take (none if not given).
+    #[serde(default)]
+    pub devices: Vec<DeviceDecl>,
+    /// Path prefixes scenarios may write under (default [`iobench_proto::policy::DEFAULT_WRITABLE`]).
+    #[serde(default)]
+    pub writable: Option<Vec<Writable>>,
+    /// Declared devices scenarios may take although the root filesystem or
+    /// the host's connection hangs off them.
+    #[serde(default)]
+    pub allow_system_devices: Vec<Address>,
 }
 
 /// `kind = "serial"`.
@@ -256,6 +271,16 @@ pub struct SerialDef {
     /// Machine definitions whose scenarios also apply here.
     #[serde(default)]
     pub runs: Vec<String>,
+    /// The devices scenarios may take (none if not given).
+    #[serde(default)]
+    pub devices: Vec<DeviceDecl>,
+    /// Path prefixes scenarios may write under (default [`iobench_proto::policy::DEFAULT_WRITABLE`]).
+    #[serde(default)]
+    pub writable: Option<Vec<Writable>>,
+    /// Declared devices scenarios may take although the root filesystem or
+    /// the host's connection hangs off them.
+    #[serde(default)]
+    pub allow_system_devices: Vec<Address>,
 }
 
 impl TargetsFile {
@@ -264,7 +289,18 @@ impl TargetsFile {
         let text =
             std::fs::read_to_string(path).map_err(io(format!("reading {}", path.display())))?;
         toml::from_str(&text).map_err(|e| {
-            let (line, message) = toml_error::locate(&text, &e);
+            let (mut line, message) = toml_error::locate(&text, &e);
+            // A policy key's error is located at its table: point at the key.
+            if let Some((key, _)) = message.split_once(": ")
+                && matches!(key, "devices" | "writable" | "allow_system_devices")
+                && let Some(at) = text.lines().skip(line - 1).position(|l| {
+                    l.trim_start()
+                        .strip_prefix(key)
+                        .is_some_and(|r| r.trim_start().starts_with('='))
+                })
+            {
+                line += at;
+            }
             TargetError::Parse {
                 path: path.to_owned(),
                 line,
@@ -311,6 +347,15 @@ impl TargetDef {
             TargetDef::Ssh(s) => &s.runs,
             TargetDef::Serial(s) => &s.runs,
         }
+    }
+
+    /// What scenarios may touch on this target, named `name`.
+    pub fn policy(&self, name: &str) -> iobench_proto::policy::Policy {
+        let (devices, writable, allowed) = match self {
+            TargetDef::Ssh(s) => (&s.devices, &s.writable, &s.allow_system_devices),
+            TargetDef::Serial(s) => (&s.devices, &s.writable, &s.allow_system_devices),
+        };
+        crate::policy::build(name, devices, writable.as_deref(), allowed)
     }
 
     /// Whether a power-cycle command is configured.
@@ -373,9 +418,10 @@ impl Session {
         agent_binary: Option<&Path>,
     ) -> Result<Session, TargetError> {
         std::fs::create_dir_all(log_dir).map_err(io(format!("creating {}", log_dir.display())))?;
+        let policy = def.policy(name);
         match def {
-            TargetDef::Ssh(s) => ssh::open(name, s, log_dir, agent_binary),
-            TargetDef::Serial(s) => serial::open(name, s, log_dir),
+            TargetDef::Ssh(s) => ssh::open(name, s, log_dir, agent_binary, policy),
+            TargetDef::Serial(s) => serial::open(name, s, log_dir, policy),
         }
     }
 

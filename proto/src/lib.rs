@@ -20,10 +20,14 @@ use serde::{Deserialize, Serialize};
 
 pub mod framing;
 pub mod ops;
+pub mod policy;
 pub mod values;
 
 /// Version of this protocol; bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: [`HostMsg::Hello`] carries the target's [`policy::Policy`]; an agent
+/// of version 1 would ignore it and take any device, so it must refuse.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// vsock port the host listens on; the agent connects to it (CID 2) at boot.
 pub const HOST_PORT: u32 = 1025;
@@ -42,6 +46,10 @@ pub enum HostMsg {
     Hello {
         /// The host's [`PROTOCOL_VERSION`].
         protocol: u32,
+        /// On a lab target, what scenarios may touch; the agent refuses
+        /// the rest for the whole session.  None in QEMU guests.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        policy: Option<policy::Policy>,
     },
     /// Asks for the PCI devices, IOMMU groups and kernel features.
     Inventory,
@@ -98,6 +106,10 @@ pub struct AgentHello {
     pub machine: String,
     /// The kernel's page size in bytes.
     pub page_size: u64,
+    /// Under a policy: the functions it refuses even if declared (the root
+    /// filesystem's, the host connection's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protected: Vec<policy::Protected>,
 }
 
 /// Devices and kernel features the agent can see.

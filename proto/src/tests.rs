@@ -8,6 +8,7 @@ fn hello() -> AgentMsg {
         kernel: "6.12.95".into(),
         machine: "ppc64le".into(),
         page_size: 65536,
+        protected: vec![],
     })
 }
 
@@ -36,7 +37,10 @@ fn round_trip_every_message() {
         }],
     };
     let host = [
-        HostMsg::Hello { protocol: 1 },
+        HostMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            policy: None,
+        },
         HostMsg::Inventory,
         HostMsg::Run { scenario },
         HostMsg::Dmesg,

@@ -16,7 +16,7 @@ use harness::vm::{Vm, VmSpec};
 
 /// A private `sshd` on 127.0.0.1, killed on drop.
 pub struct LoopbackSshd {
-    _proc: Owned,
+    proc: Owned,
     /// Its directory: keys, config, known_hosts, log.
     pub dir: tempfile::TempDir,
     /// The port it listens on.
@@ -74,6 +74,34 @@ fn free_port() -> Result<u16, String> {
     l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }
 
+/// Starts `sshd -D` with the config in `d` and waits until it listens on `port`.
+fn serve(sshd: &Path, d: &Path, port: u16) -> Result<Owned, String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(d.join("sshd.log"))
+        .map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(sshd);
+    cmd.args(["-D", "-e", "-f"])
+        .arg(d.join("sshd_config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    let mut proc = spawn_owned(cmd, "sshd").map_err(|e| format!("starting sshd: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = proc.try_wait() {
+            let log = std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default();
+            return Err(format!("sshd exited ({status}):\n{log}"));
+        }
+        if Instant::now() > deadline {
+            return Err("sshd did not listen within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(proc)
+}
+
 impl LoopbackSshd {
     /// Generates keys and starts `sshd -D` on a free loopback port.
     pub fn start() -> Result<LoopbackSshd, String> {
@@ -98,35 +126,28 @@ impl LoopbackSshd {
             d = d.display()
         );
         std::fs::write(d.join("sshd_config"), config).map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(d.join("sshd.log")).map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(sshd);
-        cmd.args(["-D", "-e", "-f"])
-            .arg(d.join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        let mut proc = spawn_owned(cmd, "sshd").map_err(|e| format!("starting sshd: {e}"))?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = proc.try_wait() {
-                let log = std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default();
-                return Err(format!("sshd exited ({status}):\n{log}"));
-            }
-            if Instant::now() > deadline {
-                return Err("sshd did not listen within 10 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let proc = serve(&sshd, d, port)?;
         std::fs::write(
             d.join("known_hosts"),
             known_hosts_line(&d.join("host_key.pub"), port)?,
         )
         .map_err(|e| e.to_string())?;
-        Ok(LoopbackSshd {
-            _proc: proc,
-            dir,
-            port,
-        })
+        Ok(LoopbackSshd { proc, dir, port })
+    }
+
+    /// Stops the server, gives it a new host key and starts it again on
+    /// the same port: what a reinstalled (or impersonated) machine looks
+    /// like.  `known_hosts` keeps the old key.
+    pub fn restart_with_new_host_key(&mut self) -> Result<(), String> {
+        self.proc.kill();
+        let d = self.dir.path();
+        for f in ["host_key", "host_key.pub"] {
+            std::fs::remove_file(d.join(f)).map_err(|e| format!("{f}: {e}"))?;
+        }
+        keygen(&d.join("host_key"))?;
+        let sshd = harness::process::which("sshd").unwrap_or_else(|| "/usr/sbin/sshd".into());
+        self.proc = serve(&sshd, d, self.port)?;
+        Ok(())
     }
 
     /// A target definition that reaches this server as the current user.
@@ -151,6 +172,9 @@ impl LoopbackSshd {
             power_cycle: None,
             fixture: None,
             runs: Vec::new(),
+            devices: Vec::new(),
+            writable: None,
+            allow_system_devices: Vec::new(),
         }
     }
 }

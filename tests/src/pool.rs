@@ -248,10 +248,13 @@ fn retire(st: &mut TargetState) {
 /// power-cycled, if it can be) so the next trial reconnects.  A `fresh_vm`
 /// scenario runs on a machine reset just for it: a machine fixture is
 /// rebooted, real hardware power-cycled; a target that can do neither
-/// ignores such scenarios and says why.
+/// ignores such scenarios and says why.  A scenario that would step outside
+/// the target's policy is ignored with the step and the reason, before
+/// anything connects.
 pub struct TargetPool {
     name: String,
     def: TargetDef,
+    policy: harness::proto::policy::Policy,
     manifest: Manifest,
     state: Mutex<TargetState>,
 }
@@ -267,6 +270,7 @@ impl TargetPool {
             dirty: false,
         };
         TargetPool {
+            policy: def.policy(&name),
             name,
             def,
             manifest,
@@ -365,6 +369,15 @@ impl TargetPool {
 
     /// Runs one scenario on the target.
     pub fn run(&self, file: &ScenarioFile) -> ScenarioTrial {
+        if let Err(e) = harness::policy::check(file, &self.policy) {
+            return ScenarioTrial {
+                result: Ok(Completion::ignored_with(e.to_string())),
+                log_dir: None,
+                steps: Vec::new(),
+                machine_broken: false,
+                expected_failure: None,
+            };
+        }
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if file.fresh_vm {
             if !self.can_reset() {

@@ -27,7 +27,9 @@ use lifecycle::{
 };
 use record::{Records, recorded};
 use scenarios::{crash_mid_scenario, failure_report, host_qmp_freeze, scenario_trials};
-use targets::{serial_console, ssh_loopback, target_trials};
+use targets::{
+    serial_console, serial_policy, ssh_host_key_changed, ssh_loopback, ssh_policy, target_trials,
+};
 
 /// A trial body: the manifest, the machine, the trial's name.
 type Check = fn(&Manifest, &str, &str) -> Result<(), Failed>;
@@ -73,6 +75,13 @@ const TRIALS: &[(&str, &str, Check)] = &[
     ),
     ("harness::target::ssh_loopback", "pseries", ssh_loopback),
     ("pseries::target::serial_console", "pseries", serial_console),
+    (
+        "harness::target::ssh_host_key_changed",
+        "pseries",
+        ssh_host_key_changed,
+    ),
+    ("harness::target::ssh_policy", "pseries", ssh_policy),
+    ("pseries::target::serial_policy", "pseries", serial_policy),
     (
         "pseries-eeh::eeh::host_qmp_freeze",
         "pseries-eeh",

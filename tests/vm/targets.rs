@@ -1,6 +1,8 @@
 //! Target trials: the scenarios for `cargo xtask test --target NAME` on one
 //! reused session, and the trials of the SSH and serial-console sessions
-//! against their stand-ins.
+//! against their stand-ins: host keys, and the targets' policies at both
+//! layers (the host's check before a run, the agent's refusal when a
+//! scenario is forced past it).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -122,6 +124,9 @@ pub fn serial_console(m: &Manifest, machine: &str, trial: &str) -> Result<(), Fa
         power_cycle: None,
         fixture: None,
         runs: vec![],
+        devices: vec![decl("1234:11e8", Some(1)).map_err(|e| format!("{e:?}"))?],
+        writable: None,
+        allow_system_devices: vec![],
     };
     let mut session = Session::open(
         "serial-pseries",
@@ -224,4 +229,276 @@ pub fn target_trials(
         ));
     }
     (trials, Some(pool))
+}
+
+/// A stand-in sshd restarted with a new host key (a reinstalled or
+/// impersonated machine) is refused, trust-on-first-use or not.
+pub fn ssh_host_key_changed(m: &Manifest, _machine: &str, trial: &str) -> Result<(), Failed> {
+    let mut sshd = iobench_tests::fixture::LoopbackSshd::start()?;
+    let agent = m
+        .agents
+        .get(&harness::machine::Arch::X86_64)
+        .ok_or("no x86_64 agent in the manifest")?;
+    let log_dir = m.log_root.join(trial.replace("::", "/"));
+    let open = |d: harness::target::SshDef| {
+        Session::open("ssh-loopback", &TargetDef::Ssh(d), &log_dir, Some(agent))
+    };
+    open(sshd.target()).or_fail()?.close().or_fail()?;
+    let before = std::fs::read_to_string(sshd.dir.path().join("known_hosts"))?;
+    sshd.restart_with_new_host_key()?;
+    expect_refused(open(sshd.target()), "host key changed by a restart", |e| {
+        matches!(e, TargetError::HostKeyMismatch { .. })
+    })?;
+    let mut tofu = sshd.target();
+    tofu.trust_on_first_use = true;
+    expect_refused(
+        open(tofu),
+        "changed host key with trust_on_first_use",
+        |e| matches!(e, TargetError::HostKeyMismatch { .. }),
+    )?;
+    let after = std::fs::read_to_string(sshd.dir.path().join("known_hosts"))?;
+    if after != before {
+        return Err(format!("known_hosts was changed: {before:?} → {after:?}").into());
+    }
+    Ok(())
+}
+
+/// A scenario of `steps`, checked against the catalogue only (not the
+/// policy): what a forced run sends.
+fn forced(name: &str, steps: &str) -> Result<harness::scenario::ScenarioFile, Failed> {
+    let text =
+        format!("description = \"forced past the policy check\"\nmachines = [\"x\"]\n{steps}");
+    harness::scenario::ScenarioFile::parse(
+        &text,
+        Path::new(&format!("policy/{name}.toml")),
+        &format!("policy::{name}"),
+    )
+    .or_fail()
+}
+
+/// Runs `file` on `session`: its last step must fail with an agent error
+/// containing `needle` (a refusal, not an errno), and the session must go on.
+fn refused_by_agent(
+    session: &mut Session,
+    file: &harness::scenario::ScenarioFile,
+    needle: &str,
+) -> Result<String, Failed> {
+    let run = harness::scenario::run_on(session, file, |_| {});
+    if let Err(e) = &run.outcome {
+        return Err(format!("{}: the session broke: {}", file.name(), chain(&**e)).into());
+    }
+    match run.results.last().map(|r| &r.actual) {
+        Some(harness::proto::Actual::Error(e)) if e.contains(needle) => {
+            eprintln!("{}: {e}", file.name());
+            Ok(e.clone())
+        }
+        _ => Err(format!(
+            "{}: expected the agent to refuse with {needle:?}\n{}",
+            file.name(),
+            harness::report::table(file, &run.results)
+        )
+        .into()),
+    }
+}
+
+/// A `devices` entry, as the targets file would declare it.
+fn decl(spec: &str, count: Option<u32>) -> Result<harness::policy::DeviceDecl, Failed> {
+    Ok(harness::policy::DeviceDecl(
+        harness::proto::policy::DeviceRule {
+            device: harness::proto::policy::DeviceSpec::parse(spec)?,
+            count,
+        },
+    ))
+}
+
+/// The PCI function this host's root filesystem is on, as sysfs says.
+fn root_disk_function() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata("/").ok()?.dev();
+    let (major, minor) = (
+        ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff),
+        (dev & 0xff) | ((dev >> 12) & !0xff),
+    );
+    let real = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()?;
+    real.components()
+        .filter_map(|c| c.as_os_str().to_str())
+        .rfind(|c| harness::proto::policy::is_address(c))
+        .map(str::to_string)
+}
+
+/// The `ssh-loopback` policy at both layers: the shipped target ignores a
+/// scenario that steps outside it before connecting, naming the step; forced
+/// past that check, the agent refuses writes outside `writable`, undeclared
+/// devices, and the root disk's controller even when declared — each as a
+/// step error, the session going on.
+pub fn ssh_policy(m: &Manifest, _machine: &str, trial: &str) -> Result<(), Failed> {
+    // Layer 1: the pool of the shipped target refuses before it connects.
+    let lab = m
+        .scenarios_dir
+        .parent()
+        .ok_or("no repository root")?
+        .join("targets/lab.toml");
+    let def = TargetDef::load(&lab, "ssh-loopback").or_fail()?;
+    let pool = TargetPool::new(m.clone(), "ssh-loopback".into(), def);
+    let outside = forced(
+        "bind_undeclared",
+        "[[step]]\nop = \"mem.alloc\"\nsize = \"4K\"\n\n[[step]]\nop = \"pci.bind_vfio\"\ndevice = \"8086:1521\"\n",
+    )?;
+    let t = pool.run(&outside);
+    match &t.result {
+        Ok(libtest_mimic::Completion::Ignored { reason })
+            if reason.as_deref().is_some_and(|r| r.starts_with("policy/bind_undeclared.toml:7: step 2 (pci.bind_vfio): refused by target ssh-loopback's policy: 8086:1521 is not a declared device (it declares no devices)")) =>
+        {
+            eprintln!("ignored: {reason:?}");
+        }
+        other => {
+            let got = match other {
+                Ok(libtest_mimic::Completion::Ignored { reason }) => format!("ignored: {reason:?}"),
+                Ok(_) => "completed".into(),
+                Err(e) => format!("failed: {e:?}"),
+            };
+            return Err(format!("the pool did not refuse the scenario as expected: {got}").into());
+        }    }
+    pool.shutdown()
+        .map_err(|e| format!("nothing should have started: {e}"))?;
+
+    // Layer 2: the agent, under a policy that declares the root disk.
+    let sshd = iobench_tests::fixture::LoopbackSshd::start()?;
+    let agent = m
+        .agents
+        .get(&harness::machine::Arch::X86_64)
+        .ok_or("no x86_64 agent in the manifest")?;
+    let log_dir = m.log_root.join(trial.replace("::", "/"));
+    let root_disk = root_disk_function();
+    let mut d = sshd.target();
+    d.devices = root_disk
+        .iter()
+        .map(|b| decl(b, None))
+        .collect::<Result<_, _>>()?;
+    let mut session =
+        Session::open("ssh-loopback", &TargetDef::Ssh(d), &log_dir, Some(agent)).or_fail()?;
+    let scratch = std::env::temp_dir().join(format!("iobench-policy-{}", std::process::id()));
+    let write = forced(
+        "write_outside",
+        &format!(
+            "[[step]]\nop = \"file.write\"\npath = \"{}\"\ndata = \"x\"\n",
+            scratch.display()
+        ),
+    )?;
+    refused_by_agent(&mut session, &write, "none of the writable paths")?;
+    if scratch.exists() {
+        return Err(format!("{} was written", scratch.display()).into());
+    }
+    let etc = forced(
+        "write_etc",
+        "[[step]]\nop = \"file.write\"\npath = \"/sys/bus/pci/../../../etc/iobench-policy\"\ndata = \"x\"\n",
+    )?;
+    refused_by_agent(&mut session, &etc, "`.` and `..` are not allowed")?;
+    let undeclared = std::fs::read_dir("/sys/bus/pci/devices")?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|b| Some(b) != root_disk.as_ref());
+    if let Some(bdf) = &undeclared {
+        // group_open refuses before it looks at the driver: harmless if it did not.
+        let open = forced(
+            "group_undeclared",
+            &format!("[[step]]\nop = \"vfio.group_open\"\ndevice = \"{bdf}\"\n"),
+        )?;
+        refused_by_agent(&mut session, &open, "is not a declared device")?;
+    }
+    match &root_disk {
+        Some(bdf) => {
+            let hello = session.agent().or_fail()?.hello().clone();
+            if !hello.protected.iter().any(|p| &p.bdf == bdf) {
+                return Err(format!(
+                    "the agent does not protect the root disk's {bdf}: {:?}",
+                    hello.protected
+                )
+                .into());
+            }
+            // Only ops that do nothing to a device the agent failed to refuse.
+            let cdev = forced(
+                "cdev_root_disk",
+                &format!("[[step]]\nop = \"vfio.cdev_open\"\ndevice = \"{bdf}\"\n"),
+            )?;
+            refused_by_agent(&mut session, &cdev, "the root filesystem")?;
+            let unbind = forced(
+                "unbind_root_disk",
+                &format!(
+                    "[[step]]\nop = \"file.write\"\npath = \"/sys/bus/pci/drivers/iobench-none/unbind\"\ndata = \"{bdf}\"\n"
+                ),
+            )?;
+            refused_by_agent(&mut session, &unbind, "the root filesystem")?;
+        }
+        None => eprintln!("this host's root filesystem is not on PCI: its check is skipped"),
+    }
+    // The session goes on: the catalogue's scenario for this host passes.
+    let file = catalogue_scenario(m, "hil/unsupported_without_iommu.toml")?;
+    let run = harness::scenario::run_on(&mut session, &file, |_| {});
+    if !run.passed() {
+        return Err(run.failure_report(&file, &session).into());
+    }
+    session.close().or_fail()?;
+    Ok(())
+}
+
+/// The `serial-pseries` policy: the host cannot know how many edu the VM
+/// has, so a policy expecting two lets the catalogue's userspace driver
+/// through, and the agent refuses its bind; with no devices declared, the
+/// host refuses it at once, naming the step.
+pub fn serial_policy(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
+    let dir = tempfile::Builder::new()
+        .prefix("iobench-serial-")
+        .tempdir()?;
+    let sock = dir.path().join("console.sock");
+    let s = spec(m, machine, trial, GuestMode::Shell, "")?;
+    let log_dir = s.log_dir.clone();
+    let vm = iobench_tests::fixture::console_machine(s, &sock)?;
+    let lab = m
+        .scenarios_dir
+        .parent()
+        .ok_or("no repository root")?
+        .join("targets/lab.toml");
+    let TargetDef::Serial(mut def) = TargetDef::load(&lab, "serial-pseries").or_fail()? else {
+        return Err("serial-pseries is not a serial target".into());
+    };
+    def.console = format!("unix:{}", sock.display());
+    def.fixture = None;
+    def.prepare = None;
+    def.devices = vec![decl("1234:11e8", Some(2))?];
+    let target = TargetDef::Serial(def);
+    let driver = catalogue_scenario(m, "seed/userspace_driver.toml")?;
+    harness::policy::check(&driver, &target.policy("serial-pseries")).or_fail()?;
+    let mut session =
+        Session::open("serial-pseries", &target, &log_dir.join("serial"), None).or_fail()?;
+    refused_by_agent(
+        &mut session,
+        &driver,
+        "it declares 2 function(s) 1234:11e8, the machine has 1",
+    )?;
+    let etc = forced(
+        "write_etc",
+        "[[step]]\nop = \"file.write\"\npath = \"/etc/iobench-policy\"\ndata = \"x\"\n",
+    )?;
+    refused_by_agent(&mut session, &etc, "nothing under /etc")?;
+    let mem = forced(
+        "memory_only",
+        "[[step]]\nop = \"mem.alloc\"\nsize = \"4K\"\nfill = \"seq:3\"\nbind = \"b\"\n\n[[step]]\nop = \"mem.check\"\nbuffer = \"$b\"\npattern = \"seq:3\"\n",
+    )?;
+    let run = harness::scenario::run_on(&mut session, &mem, |_| {});
+    if !run.passed() {
+        return Err(run.failure_report(&mem, &session).into());
+    }
+    session.close().or_fail()?;
+    drop(vm);
+    // With no devices declared, the host refuses the bind at its line.
+    let none = harness::policy::build("serial-pseries", &[], None, &[]);
+    let e = harness::policy::check(&driver, &none)
+        .err()
+        .ok_or("a policy with no devices let the userspace driver through")?;
+    let want = "seed/userspace_driver.toml:9: step 1 (pci.bind_vfio): refused by target serial-pseries's policy: 1234:11e8 is not a declared device (it declares no devices)";
+    if !e.to_string().ends_with(want) {
+        return Err(format!("expected …{want}\ngot {e}").into());
+    }
+    Ok(())
 }

@@ -131,9 +131,12 @@ fn file_read(_ctx: &mut Ctx, args: &Args) -> OpResult {
     }
 }
 
-fn file_write(_ctx: &mut Ctx, args: &Args) -> OpResult {
-    let path = args.str("path")?;
-    match std::fs::write(path, args.str("data")?) {
+fn file_write(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let (path, data) = (args.str("path")?, args.str("data")?);
+    if let Some(g) = &ctx.guard {
+        g.write(path, data)?;
+    }
+    match std::fs::write(path, data) {
         Ok(()) => Ok(Value::Null),
         Err(e) => Err(e
             .raw_os_error()

@@ -45,8 +45,9 @@ fn function(args: &Args) -> Result<iobench_proto::PciDevice, OpError> {
 }
 
 /// `pci.bind_vfio`.
-pub fn bind(_ctx: &mut Ctx, args: &Args) -> OpResult {
+pub fn bind(ctx: &mut Ctx, args: &Args) -> OpResult {
     let f = function(args)?;
+    ctx.may_take(&f)?;
     pci::bind_one(&f).map_err(OpError::Error)?;
     Ok(Value::String(f.bdf))
 }
@@ -66,6 +67,9 @@ pub fn container_open(ctx: &mut Ctx, _args: &Args) -> OpResult {
 /// `vfio.group_open`.
 pub fn group_open(ctx: &mut Ctx, args: &Args) -> OpResult {
     let f = function(args)?;
+    if let Some(g) = &ctx.guard {
+        g.group(&f)?;
+    }
     let group = f
         .iommu_group
         .ok_or_else(|| format!("{} is in no IOMMU group", f.bdf))?;
@@ -133,9 +137,10 @@ pub fn set_iommu(ctx: &mut Ctx, args: &Args) -> OpResult {
 /// `vfio.device_open`.
 pub fn device_open(ctx: &mut Ctx, args: &Args) -> OpResult {
     let f = function(args)?;
+    ctx.may_take(&f)?;
     let name = CString::new(f.bdf.clone()).map_err(|e| format!("{:?}: {e}", f.bdf))?;
     let fd = io::GROUP_GET_DEVICE_FD.call(ctx.fd(args, "group")?, &name)?;
-    Ok(ctx.add(Object::Fd { kind: "device", fd }, json!({ "bdf": f.bdf })))
+    Ok(ctx.add_device(fd, &f.bdf, json!({ "bdf": f.bdf })))
 }
 
 /// `vfio.device_info`.
@@ -148,8 +153,15 @@ pub fn device_info(ctx: &mut Ctx, args: &Args) -> OpResult {
     Ok(json!({ "flags": info.flags, "num_regions": info.num_regions, "num_irqs": info.num_irqs }))
 }
 
-/// `vfio.device_reset`.
+/// `vfio.device_reset`: under a policy, only of a function it lets be taken
+/// (device handles come from checked opens; this checks again).
 pub fn device_reset(ctx: &mut Ctx, args: &Args) -> OpResult {
+    if ctx.guard.is_some() {
+        let bdf = ctx
+            .device_bdf(args, "device")
+            .ok_or("device: not a device handle of this run")?;
+        ctx.may_take(&pci::find(bdf, 0)?)?;
+    }
     io::DEVICE_RESET
         .call(ctx.fd(args, "device")?, 0)
         .map(Value::from)
@@ -460,7 +472,8 @@ pub fn remove_window(ctx: &mut Ctx, args: &Args) -> OpResult {
         .map_err(Into::into)
 }
 
-/// `eeh.pe_op`.
+/// `eeh.pe_op`.  It acts on the PEs of the container's groups; under a
+/// policy, a group opens only if every function in it may be taken.
 pub fn eeh_pe_op(ctx: &mut Ctx, args: &Args) -> OpResult {
     let name = args.str("action")?;
     let op = EEH_OPS
@@ -487,6 +500,7 @@ pub fn eeh_pe_op(ctx: &mut Ctx, args: &Args) -> OpResult {
 /// `vfio.cdev_open`: the function's `/dev/vfio/devices/vfioN`.
 pub fn cdev_open(ctx: &mut Ctx, args: &Args) -> OpResult {
     let f = function(args)?;
+    ctx.may_take(&f)?;
     let dir = pci::dir(&f.bdf).join("vfio-dev");
     let name = std::fs::read_dir(&dir)
         .map_err(|e| {
@@ -501,10 +515,7 @@ pub fn cdev_open(ctx: &mut Ctx, args: &Args) -> OpResult {
         .find(|n| n.starts_with("vfio"))
         .ok_or_else(|| format!("{} has no vfio cdev", dir.display()))?;
     let fd = open_rw(&Path::new("/dev/vfio/devices").join(&name))?;
-    Ok(ctx.add(
-        Object::Fd { kind: "device", fd },
-        json!({ "bdf": f.bdf, "cdev": name }),
-    ))
+    Ok(ctx.add_device(fd, &f.bdf, json!({ "bdf": f.bdf, "cdev": name })))
 }
 
 /// `vfio.cdev_bind`.

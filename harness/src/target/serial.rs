@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use iobench_proto::framing::Deframer;
 
+use iobench_proto::policy::Policy;
+
 use super::{ConsoleTail, SerialDef, Session, TargetError, TcpStream, io};
 use crate::agent::Agent;
 
@@ -103,7 +105,12 @@ impl Read for FramedReader {
     }
 }
 
-pub(super) fn open(name: &str, d: &SerialDef, log_dir: &Path) -> Result<Session, TargetError> {
+pub(super) fn open(
+    name: &str,
+    d: &SerialDef,
+    log_dir: &Path,
+    policy: Policy,
+) -> Result<Session, TargetError> {
     let log_path = log_dir.join("console.log");
     let fail = |what: String| TargetError::Serial {
         target: name.into(),
@@ -222,7 +229,7 @@ pub(super) fn open(name: &str, d: &SerialDef, log_dir: &Path) -> Result<Session,
     };
     agent_w.flush().map_err(io("console write"))?;
     let agent =
-        Agent::handshake(BufReader::new(framed), agent_w).map_err(|source| TargetError::Agent {
+        Agent::handshake_under(BufReader::new(framed), agent_w, Some(policy)).map_err(|source| TargetError::Agent {
             target: name.into(),
             source,
         })?;

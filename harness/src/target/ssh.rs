@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use ssh2::{CheckResult, HashType, KnownHostFileKind, Session as SshSession};
 
+use iobench_proto::policy::Policy;
+
 use super::{Session, SshDef, TargetError, TcpStream, ToSocketAddrs, io, shell_quote};
 use crate::agent::Agent;
 
@@ -157,6 +159,7 @@ pub(super) fn open(
     d: &SshDef,
     log_dir: &Path,
     agent_binary: Option<&Path>,
+    mut policy: Policy,
 ) -> Result<Session, TargetError> {
     let binary = agent_binary.ok_or_else(|| TargetError::Ssh {
         target: name.into(),
@@ -206,7 +209,13 @@ pub(super) fn open(
     ch.exec(&command).map_err(err(name, &command))?;
     let _ = writeln!(&log, "{command}");
     let reader = BufReader::new(ch.stream(0));
-    let agent = Agent::handshake(reader, ch).map_err(|source| TargetError::Agent {
+    // The agent protects the NIC the host reaches it through.
+    policy.link_addr = (d.host.as_str(), d.port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .map(|a| a.ip().to_string());
+    let agent = Agent::handshake_under(reader, ch, Some(policy)).map_err(|source| TargetError::Agent {
         target: name.into(),
         source,
     })?;

@@ -97,10 +97,33 @@ fn the_readme_lab_example_and_the_shipped_targets_parse() {
             && matches!(file.target["x86-console"], TargetDef::Serial(_))
     );
     assert!(file.target["power9"].has_power_cycle());
+    // The lab examples show the policy keys.
+    assert_eq!(file.target["power9"].policy("power9").devices.len(), 2);
+    assert_eq!(
+        file.target["x86-console"]
+            .policy("x86-console")
+            .devices
+            .len(),
+        1
+    );
     let shipped =
         TargetsFile::load(&root.join("targets/lab.toml")).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         shipped.target.contains_key("ssh-loopback")
             && shipped.target.contains_key("serial-pseries")
+    );
+    // The stand-ins have policies: the loopback host's devices are not ours.
+    assert!(
+        shipped.target["ssh-loopback"]
+            .policy("ssh-loopback")
+            .devices
+            .is_empty()
+    );
+    assert_eq!(
+        shipped.target["serial-pseries"]
+            .policy("serial-pseries")
+            .devices[0]
+            .to_string(),
+        "1234:11e8 ×1"
     );
 }

@@ -171,6 +171,9 @@ pub mod iommufd_ioctl {
     pub const IOAS_MAP: Ioctl<iommu_ioas_map> = Ioctl::new(iommufd_io(0x85));
     pub const IOAS_UNMAP: Ioctl<iommu_ioas_unmap> = Ioctl::new(iommufd_io(0x86));
     pub const OPTION: Ioctl<iommu_option> = Ioctl::new(iommufd_io(0x87));
+    /// Get, set or clear the IOAS of the VFIO-compatible container (the
+    /// type1 ioctls on the iommufd fd use it).
+    pub const VFIO_IOAS: Ioctl<iommu_vfio_ioas> = Ioctl::new(iommufd_io(0x88));
     pub const HWPT_ALLOC: Ioctl<iommu_hwpt_alloc> = Ioctl::new(iommufd_io(0x89));
     pub const GET_HW_INFO: Ioctl<iommu_hw_info> = Ioctl::new(iommufd_io(0x8a));
     /// `IOMMU_TEST_CMD` = base + 32.
@@ -273,6 +276,7 @@ mod tests {
             assert_eq!(vfio_ioctl::SPAPR_TCE_CREATE.nr(), 0x3b77);
             assert_eq!(iommufd_ioctl::IOAS_MAP.nr(), 0x3b85);
             assert_eq!(iommufd_ioctl::TEST_CMD.nr(), 0x3ba0);
+            assert_eq!(iommufd_ioctl::VFIO_IOAS.nr(), 0x3b88);
         }
         #[cfg(target_arch = "powerpc64")]
         assert_eq!(vfio_ioctl::SPAPR_TCE_CREATE.nr() as u64, 0x2000_3b77);
@@ -305,6 +309,14 @@ mod tests {
             vfio_ioctl::GROUP_GET_DEVICE_FD.call(fd, name).err(),
             Some(enotty)
         );
+    }
+
+    #[test]
+    fn vfio_ioas_has_the_uapi_layout() {
+        // struct iommu_vfio_ioas { __u32 size; __u32 ioas_id; __u16 op; __u16 __reserved; }
+        assert_eq!(std::mem::size_of::<iofd::iommu_vfio_ioas>(), 12);
+        assert_eq!(std::mem::offset_of!(iofd::iommu_vfio_ioas, op), 8);
+        assert_eq!(iofd::iommufd_vfio_ioas_op_IOMMU_VFIO_IOAS_CLEAR, 2);
     }
 
     #[test]

@@ -318,9 +318,23 @@ pub const OPS: &[OpSpec] = &[
         ],
     },
     OpSpec {
+        name: "iommufd.vfio_ioas",
+        summary: "IOMMU_VFIO_IOAS: get (yields the IOAS id), set (`ioas`) or clear the IOAS of the VFIO-compatible container, whose type1 ioctls (vfio.set_iommu/map_dma/unmap_dma) then go to the iommufd handle",
+        args: &[
+            req("iommufd", Handle),
+            req("action", Choice(&["get", "set", "clear"])),
+            opt("ioas", U64),
+        ],
+    },
+    OpSpec {
         name: "kernel.log_contains",
         summary: "ok if a kernel log line since the scenario began contains `text`",
         args: &[req("text", Str)],
+    },
+    OpSpec {
+        name: "kernel.meminfo",
+        summary: "read /proc/meminfo; yields {Field: value…}, sizes in bytes (e.g. $m.VmallocUsed)",
+        args: &[],
     },
     OpSpec {
         name: "mem.alloc",

@@ -50,6 +50,28 @@ pub fn selftest_present() -> bool {
     matches!(io::TEST_CMD.call(std::os::fd::AsFd::as_fd(&fd), &mut cmd), Err(e) if e.0 != libc::ENOTTY)
 }
 
+/// `iommufd.vfio_ioas`: the IOAS behind the iommufd's VFIO-compatible
+/// container (`IOMMU_VFIO_IOAS`).
+pub fn vfio_ioas(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let op = match args.str("action")? {
+        "get" => iofd::iommufd_vfio_ioas_op_IOMMU_VFIO_IOAS_GET,
+        "set" => iofd::iommufd_vfio_ioas_op_IOMMU_VFIO_IOAS_SET,
+        _ => iofd::iommufd_vfio_ioas_op_IOMMU_VFIO_IOAS_CLEAR,
+    };
+    let mut v = iofd::iommu_vfio_ioas {
+        size: argsz::<iofd::iommu_vfio_ioas>(),
+        ioas_id: args.opt_u64("ioas")?.unwrap_or(0) as u32,
+        op: op as u16,
+        __reserved: 0,
+    };
+    io::VFIO_IOAS.call(ctx.fd(args, "iommufd")?, &mut v)?;
+    Ok(if op == iofd::iommufd_vfio_ioas_op_IOMMU_VFIO_IOAS_GET {
+        id(v.ioas_id)
+    } else {
+        Value::Null
+    })
+}
+
 /// `iommufd.destroy`.
 pub fn destroy(ctx: &mut Ctx, args: &Args) -> OpResult {
     let mut d = iofd::iommu_destroy {

@@ -46,7 +46,9 @@ pub const TABLE: &[(&str, OpFn)] = &[
     ("iommufd.hw_info", iommufd::hw_info),
     ("iommufd.open", iommufd::open),
     ("iommufd.option", iommufd::option),
+    ("iommufd.vfio_ioas", iommufd::vfio_ioas),
     ("kernel.log_contains", log_contains),
+    ("kernel.meminfo", meminfo),
     ("mem.alloc", mem_alloc),
     ("mem.check", mem_check),
     ("mem.fill", mem_fill),
@@ -145,6 +147,30 @@ fn file_write(ctx: &mut Ctx, args: &Args) -> OpResult {
     }
 }
 
+/// `kernel.meminfo`: every `/proc/meminfo` field, `kB` values in bytes.
+fn meminfo(_ctx: &mut Ctx, _args: &Args) -> OpResult {
+    let text = std::fs::read_to_string("/proc/meminfo")
+        .map_err(|e| OpError::Error(format!("/proc/meminfo: {e}")))?;
+    Ok(Value::Object(parse_meminfo(&text)))
+}
+
+/// `Name:   123 kB` lines as `{"Name": 125952}` (unitless counts as they are).
+fn parse_meminfo(text: &str) -> serde_json::Map<String, Value> {
+    text.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            let mut words = rest.split_whitespace();
+            let n: u64 = words.next()?.parse().ok()?;
+            let n = if words.next() == Some("kB") {
+                n * 1024
+            } else {
+                n
+            };
+            Some((name.trim().to_string(), Value::from(n)))
+        })
+        .collect()
+}
+
 fn log_contains(ctx: &mut Ctx, args: &Args) -> OpResult {
     let text = args.str("text")?;
     ctx.refresh_log();
@@ -203,6 +229,16 @@ fn check(_ctx: &mut Ctx, args: &Args) -> OpResult {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn meminfo_sizes_are_bytes() {
+        let m = super::parse_meminfo(
+            "MemTotal:        1004928 kB\nVmallocUsed:       12288 kB\nHugePages_Total:       0\n",
+        );
+        assert_eq!(m["VmallocUsed"], 12288 * 1024);
+        assert_eq!(m["HugePages_Total"], 0);
+        assert_eq!(m.len(), 3);
+    }
+
     #[test]
     fn every_catalogue_op_has_an_implementation_and_back() {
         let table: Vec<&str> = super::TABLE.iter().map(|(n, _)| *n).collect();

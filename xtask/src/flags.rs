@@ -37,6 +37,27 @@ pub enum Cmd {
     Test(TestArgs),
     /// Measure boots (bare QEMU vs harness), the no-op build and the warm suite.
     Bench(BenchArgs),
+    /// Check that the scenarios catch each real bug of bugs/: its trials fail
+    /// with the bug re-introduced and pass without.
+    Corpus(CorpusArgs),
+}
+
+/// `corpus` options.
+#[derive(Debug, Args)]
+pub struct CorpusArgs {
+    /// Bugs to check: directory name (`09-compat-unmap-empty`), number
+    /// (`09`, `08a`) or commit prefix (7+ hex digits); default all.
+    #[arg(value_name = "ID")]
+    pub ids: Vec<String>,
+    /// Write the JUnit report here (default target/iobench/corpus/junit.xml).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// List the bugs and their trials instead of running them.
+    #[arg(long)]
+    pub list: bool,
+    /// Accelerator for the trials' machines.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelFlag,
 }
 
 /// `qemu` options.

@@ -8,6 +8,7 @@ mod accel;
 mod agent;
 mod bench;
 mod cache;
+mod corpus;
 mod deps;
 mod flags;
 mod images;
@@ -117,6 +118,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Run(r) => run::run(&r),
         Cmd::Test(t) => test::run(&t),
         Cmd::Bench(b) => bench::run(&b),
+        Cmd::Corpus(c) => corpus::run(&c),
     }
 }
 

@@ -5,8 +5,10 @@
 //!
 //! On a kernel built with the fix (`--patch kernel-patches/fixes/0001-….patch`)
 //! such a scenario is judged like any other: it must pass.  Without the fix
-//! it must fail at a marked step (a wrong result there, or the guest
-//! kernel crashing during it): that is an *expected failure*, reported as
+//! it must fail at a marked step (a wrong result there, the guest kernel
+//! crashing during it, or — when every step passed — a kernel report such
+//! as a WARNING during the last step, if that one is marked; see
+//! `harness::kernel_log`): that is an *expected failure*, reported as
 //! such, never as a pass.  A failure anywhere else is an ordinary failure,
 //! and a pass means the bug went away (a tree that has the fix, or a
 //! scenario that no longer shows it): reported as a failure too, so
@@ -52,9 +54,35 @@ pub fn judge(file: &ScenarioFile, run: &RunResult, patches: &[String]) -> Verdic
         return Verdict::AsIs;
     }
     let failed_step = run.results.iter().find(|r| !r.passed);
+    // What the kernel said about itself, to add to the expected failure.
+    let kernel = run
+        .kernel
+        .unexpected
+        .first()
+        .map(|r| format!("the kernel reported {}", r.describe()));
     let what = match (failed_step, &run.outcome) {
-        (_, Ok(o)) if o.passed => return Verdict::Vanished(vanished(bug)),
-        (Some(r), _) if file.bug_steps.contains(&r.index) => report::step_outcome(file, r),
+        (_, Ok(_)) if run.passed() => return Verdict::Vanished(vanished(bug)),
+        (Some(r), _) if file.bug_steps.contains(&r.index) => match &kernel {
+            Some(k) => format!("{}; {k}", report::step_outcome(file, r)),
+            None => report::step_outcome(file, r),
+        },
+        // Every step passed, but the kernel reported during the last, marked, one.
+        (None, Ok(o))
+            if o.passed
+                && kernel.is_some()
+                && run
+                    .results
+                    .last()
+                    .is_some_and(|r| file.bug_steps.contains(&r.index)) =>
+        {
+            let r = run.results.last().map_or(0, |r| r.index);
+            format!(
+                "step {r} (line {}) {}: {}",
+                report::origin(file, r),
+                file.scenario.steps.get(r).map_or("?", |s| s.op.as_str()),
+                kernel.unwrap_or_default()
+            )
+        }
         // The run broke off (guest kernel crash, hang) in a marked step.
         (None, Err(cause)) if file.bug_steps.contains(&run.results.len()) => {
             let i = run.results.len();
@@ -142,6 +170,7 @@ bug = "0001"
                 .map_err(|e| e.into()),
             results,
             dmesg: vec![],
+            kernel: Default::default(),
         }
     }
 
@@ -281,5 +310,60 @@ bug = "0001"
             judge(&f, &passed, &["0001-fix.patch".into()]),
             Verdict::AsIs
         );
+    }
+
+    /// Every step passed, but the kernel warned: during the last step, if
+    /// it is marked, that is the known bug showing.
+    #[test]
+    fn a_kernel_report_during_the_marked_step() {
+        let f = file();
+        let ok = Actual::Value(serde_json::Value::Null);
+        let einval = Actual::Errno {
+            name: "EINVAL".into(),
+            code: 22,
+        };
+        let warn = [
+            "[    7.000001] ------------[ cut here ]------------",
+            "[    7.000002] WARNING: CPU: 0 PID: 95 at drivers/vfio/vfio_iommu_spapr_tce.c:812 tce_iommu_ioctl+0x5c4/0x7a0",
+            "[    7.000003] ---[ end trace 0000000000000000 ]---",
+        ];
+        let mut warned = run(
+            vec![step(0, true, ok.clone()), step(1, true, einval.clone())],
+            Ok(true),
+        );
+        warned.kernel = crate::kernel_log::check(&warn, None);
+        assert!(!warned.passed());
+        match judge(&f, &warned, &[]) {
+            Verdict::Expected(m) => assert!(
+                m.ends_with("known bug 0001 (MAP_DMA returns 1): step 1 (line 10) debug.sleep: the kernel reported WARNING: CPU: 0 PID: 95 at drivers/vfio/vfio_iommu_spapr_tce.c:812 tce_iommu_ioctl+0x5c4/0x7a0"),
+                "{m}"
+            ),
+            v => panic!("{v:?}"),
+        }
+        // With the fix it is an ordinary failure (the report fails the run).
+        assert_eq!(judge(&f, &warned, &["0001-x.patch".into()]), Verdict::AsIs);
+        // A wrong result at the marked step says what the kernel reported too.
+        let mut both = run(
+            vec![step(0, true, ok.clone()), step(1, false, ok.clone())],
+            Ok(false),
+        );
+        both.kernel = crate::kernel_log::check(&warn, None);
+        assert!(
+            matches!(judge(&f, &both, &[]), Verdict::Expected(m) if m.contains("actual ok; the kernel reported WARNING: CPU: 0"))
+        );
+        // A report when the last step run is not marked is not the known bug.
+        let mut early = run(vec![step(0, true, ok)], Ok(true));
+        early.kernel = crate::kernel_log::check(&warn, None);
+        assert_eq!(judge(&f, &early, &[]), Verdict::AsIs);
+        // An expected warning is no report: the run passed, the bug did not show.
+        let mut declared = run(
+            vec![
+                step(0, true, Actual::Value(serde_json::Value::Null)),
+                step(1, true, einval),
+            ],
+            Ok(true),
+        );
+        declared.kernel = crate::kernel_log::check(&warn, Some("tce_iommu_ioctl"));
+        assert!(matches!(judge(&f, &declared, &[]), Verdict::Vanished(_)));
     }
 }

@@ -12,11 +12,14 @@
 //! Scenarios: [`scenario_file`] reads and checks scenario files against the
 //! operation catalogue, [`scenario`] runs one on an [`scenario::AgentHost`]
 //! (a booted [`vm::Vm`] or a [`target`] session), and [`report`] turns the
-//! results into step tables, failure reports, JUnit and JSON.
+//! results into step tables, failure reports, JUnit and JSON;
+//! [`kernel_log`] finds the kernel's own reports (WARNING, BUG, Oops,
+//! lockdep, KASAN, …) in a run's kernel log, which fail the run.
 //! [`toml_error`] gives the errors of every TOML file their line.
 
 pub mod agent;
 pub mod console;
+pub mod kernel_log;
 pub mod known_bug;
 pub mod machine;
 pub mod manifest;

@@ -1,7 +1,7 @@
 //! Results, for people and for CI: the per-step table (expected vs actual)
 //! printed while a scenario streams in, the framed failure report with the
-//! failing step, the console tail, the kernel log and where the full logs
-//! are, the JUnit XML and JSON files of a test run, and [`chain`], how an
+//! failing step, the kernel's own reports (`harness::kernel_log`), the
+//! console tail, the kernel log and where the full logs are, the JUnit XML and JSON files of a test run, and [`chain`], how an
 //! error reads in any of them (with its causes).
 //!
 //! It knows scenario files ([`crate::scenario_file`]), not how they are run:
@@ -157,6 +157,10 @@ pub struct Failure<'a> {
     pub console_tail: Vec<String>,
     /// Kernel log lines logged during the scenario.
     pub dmesg: Vec<String>,
+    /// Why the kernel log fails the run, if it does (`harness::kernel_log`).
+    pub kernel: Option<String>,
+    /// The kernel's reports that fail it, their lines.
+    pub kernel_reports: Vec<String>,
     /// Where the full logs are.
     pub log_dir: &'a Path,
 }
@@ -191,7 +195,11 @@ pub fn failure(f: &Failure<'_>) -> String {
     if let Some(cause) = &f.cause {
         let _ = writeln!(s, "cause: {cause}");
     }
+    if let Some(kernel) = &f.kernel {
+        let _ = writeln!(s, "kernel: {kernel}");
+    }
     let _ = writeln!(s, "{}", table(f.file, f.results));
+    section(&mut s, "kernel reports", &f.kernel_reports);
     section(&mut s, "kernel log during the scenario", &f.dmesg);
     section(&mut s, "last console lines", &f.console_tail);
     let _ = writeln!(s, "full logs: {}", f.log_dir.display());

@@ -3,6 +3,9 @@
 //! [`AgentHost`].  [`run_on`] sends the scenario, collects the step results
 //! as they stream in and the kernel log written meanwhile, and keeps why a
 //! run broke off (guest panic, agent crash, hang) for the failure report.
+//! A run passes when every step passed and the kernel reported nothing it
+//! should not have ([`crate::kernel_log::check`], with the scenario's
+//! `expect_kernel_warning`).
 //!
 //! The file format and its checks are [`crate::scenario_file`] (re-exported
 //! here, so `harness::scenario::ScenarioFile` keeps working); the texts for
@@ -12,6 +15,7 @@ use std::path::Path;
 
 use iobench_proto::{ScenarioOutcome, StepResult};
 
+use crate::kernel_log;
 use crate::report;
 pub use crate::scenario_file::{ScenarioError, ScenarioFile, load_dir, name_for};
 use crate::vm::Vm;
@@ -64,12 +68,16 @@ pub struct RunResult {
     pub outcome: Result<ScenarioOutcome, HostError>,
     /// Kernel log lines logged while the scenario ran.
     pub dmesg: Vec<String>,
+    /// The kernel's own reports in `dmesg` (WARNING, BUG, lockdep, …),
+    /// judged against the scenario's `expect_kernel_warning`; clean when
+    /// the run broke off (the cause and console tail say what happened).
+    pub kernel: kernel_log::Verdict,
 }
 
 impl RunResult {
-    /// True if every step ran and passed.
+    /// True if every step ran and passed, and the kernel reported nothing unexpected.
     pub fn passed(&self) -> bool {
-        matches!(&self.outcome, Ok(o) if o.passed)
+        matches!(&self.outcome, Ok(o) if o.passed) && self.kernel.is_clean()
     }
 
     /// The framed failure report (see [`report::failure`]); the cause is
@@ -81,6 +89,8 @@ impl RunResult {
             cause: self.outcome.as_ref().err().map(|e| report::chain(&**e)),
             console_tail: host.console_tail(30),
             dmesg: self.dmesg.clone(),
+            kernel: self.kernel.headline(),
+            kernel_reports: self.kernel.details(),
             log_dir: host.log_dir(),
         })
     }
@@ -109,9 +119,14 @@ pub fn run_on(
         (Ok(_), Ok(agent)) => agent.dmesg().unwrap_or_default(),
         _ => Vec::new(),
     };
+    let kernel = match &outcome {
+        Ok(_) => kernel_log::check(&dmesg, file.expect_kernel_warning.as_deref()),
+        Err(_) => kernel_log::Verdict::default(),
+    };
     RunResult {
         results,
         outcome,
         dmesg,
+        kernel,
     }
 }

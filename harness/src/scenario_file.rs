@@ -8,6 +8,7 @@
 //! # fresh_vm = true                       # boot a machine just for this scenario
 //! # disabled = "why"                      # run only when asked (--include-ignored)
 //! # known_bug = { id = "0001", reason = "…" }  # released kernels get it wrong
+//! # expect_kernel_warning = "lkdtm_WARNING"     # the kernel warns, and says this
 //!
 //! [[step]]
 //! op = "vfio.container_open"
@@ -28,6 +29,12 @@
 //! A scenario with `known_bug` states the correct behaviour; the steps
 //! where kernels without the fix go wrong carry `bug = "0001"` (see
 //! `harness::known_bug` for the verdicts).
+//!
+//! A kernel report in the kernel log while the scenario runs (`WARNING:`,
+//! `BUG:`, Oops, lockdep, KASAN, UBSAN, kmemleak, RCU stall; see
+//! `harness::kernel_log`) fails it, unless the scenario declares
+//! `expect_kernel_warning = "text"`: reports containing the text are
+//! expected, and one of them must appear (if none does, the scenario fails).
 //!
 //! A scenario's name is its path under `scenarios/` without `.toml`, with
 //! `::` for `/` (`windows/map_outside.toml` → `windows::map_outside`).  Every
@@ -90,6 +97,9 @@ pub struct ScenarioFile {
     pub known_bug: Option<KnownBug>,
     /// Indices of the steps marked `bug = "…"`: where the known bug shows.
     pub bug_steps: Vec<usize>,
+    /// Text of the kernel report the scenario provokes on purpose (see
+    /// `harness::kernel_log::check`): it must appear, and reports with it do not fail the run.
+    pub expect_kernel_warning: Option<String>,
     /// The steps, as sent to the agent.
     pub scenario: Scenario,
     /// Where each step was written: line, and the included fragment if not this file.
@@ -109,6 +119,8 @@ struct RawFile {
     disabled: Option<String>,
     #[serde(default)]
     known_bug: Option<KnownBug>,
+    #[serde(default)]
+    expect_kernel_warning: Option<String>,
     #[serde(default)]
     step: Vec<toml::Spanned<toml::Table>>,
 }
@@ -303,6 +315,16 @@ impl ScenarioFile {
                 }
             }
         }
+        if raw
+            .expect_kernel_warning
+            .as_ref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(invalid(
+                key_line("expect_kernel_warning"),
+                "expect_kernel_warning must be text the kernel's report contains, e.g. \"lkdtm_WARNING\"".into(),
+            ));
+        }
         if raw.known_bug.is_some() && acc.bugs.is_empty() {
             return Err(invalid(
                 key_line("known_bug"),
@@ -318,6 +340,7 @@ impl ScenarioFile {
             disabled: raw.disabled,
             known_bug: raw.known_bug,
             bug_steps: acc.bugs.iter().map(|(i, _, _)| *i).collect(),
+            expect_kernel_warning: raw.expect_kernel_warning,
             scenario: Scenario {
                 name: name.to_string(),
                 steps: acc.steps,

@@ -1,7 +1,8 @@
 //! Scenario trials share machines: each machine definition is booted once
 //! and its scenarios run one after another in it, while different machines
 //! run in parallel.  A scenario that declares `fresh_vm` gets a machine of
-//! its own.  When a run breaks the machine (guest panic, hang, agent crash),
+//! its own.  When a run breaks the machine (guest panic, hang, agent crash, or
+//! a kernel report such as a WARNING the scenario did not expect),
 //! the trial fails with the cause and the next trial boots a fresh one; a
 //! machine that cannot boot twice in a row fails its remaining trials at once.
 
@@ -41,7 +42,8 @@ pub struct ScenarioTrial {
     pub log_dir: Option<PathBuf>,
     /// Step results.
     pub steps: Vec<StepResult>,
-    /// The run broke off (guest panic, hang, agent crash): the machine is not reusable.
+    /// The run broke off (guest panic, hang, agent crash) or the kernel
+    /// reported what the scenario did not expect: the machine is not reusable.
     pub machine_broken: bool,
     /// The scenario's known bug showed as declared (the trial reports as
     /// ignored with this text; the records say expected failure).
@@ -178,7 +180,10 @@ fn run_scenario(vm: &mut dyn AgentHost, features: &[String], file: &ScenarioFile
     ScenarioTrial {
         result,
         log_dir,
-        machine_broken: run.outcome.is_err(),
+        // After an unexpected kernel report (harness::kernel_log) the kernel is
+        // not one to go on with: lockdep turns itself off, a WARN_ONCE stays
+        // quiet, an Oops may leave locks held.  The next trial boots afresh.
+        machine_broken: run.outcome.is_err() || !run.kernel.unexpected.is_empty(),
         steps: run.results,
         expected_failure,
     }

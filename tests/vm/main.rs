@@ -26,7 +26,9 @@ use lifecycle::{
     qemu_bad_argument, serial_channel, two_at_once,
 };
 use record::{Records, recorded};
-use scenarios::{crash_mid_scenario, failure_report, host_qmp_freeze, scenario_trials};
+use scenarios::{
+    crash_mid_scenario, failure_report, host_qmp_freeze, kernel_warning, scenario_trials,
+};
 use targets::{
     serial_console, serial_policy, ssh_host_key_changed, ssh_loopback, ssh_policy, target_trials,
 };
@@ -68,6 +70,12 @@ const TRIALS: &[(&str, &str, Check)] = &[
     ("pseries::lifecycle::gdbstub", "pseries", gdbstub),
     ("harness::two_vms_at_once", "pseries", two_at_once),
     ("q35::scenario::failure_report", "q35", failure_report),
+    ("q35::scenario::kernel_warning", "q35", kernel_warning),
+    (
+        "pseries::scenario::kernel_warning",
+        "pseries",
+        kernel_warning,
+    ),
     (
         "pseries::scenario::crash_mid_scenario",
         "pseries",

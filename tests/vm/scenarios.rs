@@ -1,6 +1,7 @@
 //! Scenario trials: one per (machine, scenario) of the catalogue on the
 //! shared [`Pool`], and the trials that check how scenario runs are reported
-//! (a failure report, an agent crash mid-run, a host action mid-run).
+//! (a failure report, a kernel warning, an agent crash mid-run, a host
+//! action mid-run).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -92,6 +93,72 @@ pub fn failure_report(m: &Manifest, machine: &str, trial: &str) -> Result<(), Fa
         )
         .into());
     }
+    Ok(())
+}
+
+/// The kernel warns during a scenario (lkdtm's WARNING, through
+/// `/sys/kernel/debug/provoke-crash/DIRECT`): the trial fails with the
+/// splat in its report, and the next trial gets a fresh machine; declared
+/// with `expect_kernel_warning`, the same scenario passes; declared and
+/// not shown, it fails.
+pub fn kernel_warning(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
+    const WARN: &str = "[[step]]\nop = \"file.write\"\npath = \"/sys/kernel/debug/provoke-crash/DIRECT\"\ndata = \"WARNING\"\n";
+    const EXPECT: &str = "expect_kernel_warning = \"lkdtm_WARNING\"\n";
+    let missing = inline_scenario(
+        machine,
+        "quiet",
+        &format!("{EXPECT}[[step]]\nop = \"mem.alloc\"\nsize = \"4K\"\n"),
+    )?;
+    let expected = inline_scenario(machine, "expected_warning", &format!("{EXPECT}{WARN}"))?;
+    let unexpected = inline_scenario(machine, "warning", WARN)?;
+    let pool = pool_for(m, machine, trial);
+    let quiet = pool.run(machine, &missing);
+    let declared = pool.run(machine, &expected);
+    let warned = pool.run(machine, &unexpected);
+    pool.shutdown();
+    let message = |t: &iobench_tests::pool::ScenarioTrial| match &t.result {
+        Ok(_) => None,
+        Err(f) => Some(f.message().unwrap_or_default().to_string()),
+    };
+    match message(&quiet) {
+        Some(r)
+            if r.contains(
+                "kernel: the scenario expects a kernel report containing \"lkdtm_WARNING\" \
+                 (expect_kernel_warning), and the kernel reported none",
+            ) => {}
+        other => {
+            return Err(format!(
+                "a declared warning that did not show was not a failure: {other:?}"
+            )
+            .into());
+        }
+    }
+    if let Some(r) = message(&declared) {
+        return Err(format!("the declared warning failed the scenario:\n{r}").into());
+    }
+    let report = message(&warned).ok_or("a scenario during which the kernel warned passed")?;
+    for needle in [
+        "scenario warning failed",
+        "kernel: the kernel reported WARNING: CPU: ",
+        "--- kernel reports ---",
+        "# WARNING",
+        "[ cut here ]",
+        "lkdtm_WARNING+0x",
+        "Call Trace:",
+        "---[ end trace ",
+    ] {
+        if !report.contains(needle) {
+            return Err(format!("failure report lacks {needle:?}:\n{report}").into());
+        }
+    }
+    if !warned.machine_broken || warned.steps.len() != 1 || !warned.steps[0].passed {
+        return Err(format!(
+            "expected one passed step and a machine not to reuse, got {:?} (broken: {})",
+            warned.steps, warned.machine_broken
+        )
+        .into());
+    }
+    eprintln!("{report}");
     Ok(())
 }
 

@@ -178,7 +178,8 @@ fn load_scenarios(
     Ok(out)
 }
 
-/// Runs one scenario, printing each step as it arrives; true if it passed or was skipped.
+/// Runs one scenario, printing each step as it arrives; true if it passed
+/// (steps, and no unexpected kernel report: `harness::kernel_log`) or was skipped.
 fn run_one(vm: &mut Vm, file: &ScenarioFile, features: &[String]) -> (bool, bool) {
     println!("\nscenario {} — {}", file.name(), file.description);
     let missing = file.missing_features(features);
@@ -189,6 +190,12 @@ fn run_one(vm: &mut Vm, file: &ScenarioFile, features: &[String]) -> (bool, bool
     println!("{}", report::header());
     let result = run_on(vm, file, |r| println!("{}", report::row(file, r)));
     let broke = result.outcome.is_err();
+    for r in &result.kernel.expected {
+        println!(
+            "  the kernel reported, as the scenario expects: {}",
+            r.describe()
+        );
+    }
     let passed = match known_bug::judge(file, &result, vm.kernel_patches()) {
         Verdict::AsIs if result.passed() => {
             println!("  passed ({} steps)", result.results.len());

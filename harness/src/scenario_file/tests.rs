@@ -167,3 +167,18 @@ fn the_shipped_catalogue_is_valid() {
         }
     }
 }
+
+#[test]
+fn expect_kernel_warning_is_read_and_must_say_something() {
+    assert_eq!(parse(GOOD).unwrap().expect_kernel_warning, None);
+    let text = GOOD.replacen(
+        "requires",
+        "expect_kernel_warning = \"lkdtm_WARNING\"\nrequires",
+        1,
+    );
+    let s = parse(&text).unwrap();
+    assert_eq!(s.expect_kernel_warning.as_deref(), Some("lkdtm_WARNING"));
+    let (line, msg) = error_at(&text.replace("\"lkdtm_WARNING\"", "\" \""));
+    assert_eq!(line, 4);
+    assert!(msg.contains("expect_kernel_warning must be text"), "{msg}");
+}

@@ -206,6 +206,7 @@ struct Outcome {
 /// Runs `xtask test` for one trial (with or without the patch) and reads
 /// its record from the JSON report.
 fn run_trial(
+    exe: &Path,
     trial: &TrialSpec,
     patch: Option<&Path>,
     out: &Path,
@@ -215,7 +216,7 @@ fn run_trial(
     let json = out.join("results.json");
     let _ = std::fs::remove_file(&json);
     let log = out.join("xtask-test.log");
-    let mut cmd = Command::new(std::env::current_exe().context("finding this xtask binary")?);
+    let mut cmd = Command::new(exe);
     cmd.current_dir(repo_root())
         .env("IOBENCH_OUT", out)
         .args(["test", "--machine", trial.machine(), "--exact", "--json"])
@@ -395,6 +396,13 @@ pub fn run(a: &CorpusArgs) -> Result<()> {
         return Ok(());
     }
     let base = out_dir().join("corpus");
+    // A private copy of this binary runs the trials: `cargo xtask …`
+    // elsewhere in the checkout may rebuild (replace) it meanwhile.
+    std::fs::create_dir_all(&base)?;
+    let exe_dir = tempfile::tempdir_in(&base)?;
+    let exe = exe_dir.path().join("xtask");
+    let me = std::env::current_exe().context("finding this xtask binary")?;
+    std::fs::copy(&me, &exe).with_context(|| format!("copying {}", me.display()))?;
     let mut greens: BTreeMap<String, TrialRun> = BTreeMap::new();
     let mut rows = Vec::new();
     for b in &bugs {
@@ -414,8 +422,14 @@ pub fn run(a: &CorpusArgs) -> Result<()> {
         for t in &b.file.trials {
             println!("{} ({commit}): {} with reintroduce.patch …", b.id, t.name);
             let safe = t.name.replace("::", "-");
-            let red = run_trial(t, Some(&b.patch()), &base.join(&b.id).join(&safe), a.accel)?
-                .red(&t.signature);
+            let red = run_trial(
+                &exe,
+                t,
+                Some(&b.patch()),
+                &base.join(&b.id).join(&safe),
+                a.accel,
+            )?
+            .red(&t.signature);
             println!(
                 "  red   {} {} ({:.0} s)",
                 mark(&Some(red.clone())),
@@ -430,7 +444,7 @@ pub fn run(a: &CorpusArgs) -> Result<()> {
                 },
                 None => {
                     println!("{}: {} without the patch …", b.id, t.name);
-                    let g = run_trial(t, None, &base.join("unpatched").join(&safe), a.accel)?;
+                    let g = run_trial(&exe, t, None, &base.join("unpatched").join(&safe), a.accel)?;
                     greens.insert(t.name.clone(), g.clone());
                     g
                 }
@@ -616,10 +630,47 @@ signature = "ENOENT"
                     .join("qemu-configs")
                     .join(format!("{}.toml", t.machine()));
                 assert!(machine.is_file(), "{}: no machine {}", b.id, t.machine());
-                let rest = t.name.splitn(2, "::").nth(1).unwrap().replace("::", "/");
+                let rest = t.name.split_once("::").unwrap().1.replace("::", "/");
                 let scenario = root.join("scenarios").join(format!("{rest}.toml"));
                 assert!(scenario.is_file(), "{}: no {}", b.id, scenario.display());
             }
+        }
+    }
+
+    #[test]
+    fn every_reintroduce_patch_applies_to_debians_tree() {
+        // Debian's unpacked tree, if `cargo xtask setup`/a build put it in
+        // the cache (a dry run writes nothing).
+        let src = crate::cache::cache_dir().join("src");
+        let tree = std::fs::read_dir(&src)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("linux-source-6.12_"))
+                    && p.join("Makefile").is_file()
+            });
+        let Some(tree) = tree else {
+            eprintln!("no linux-source-6.12 tree under {}: skipped", src.display());
+            return;
+        };
+        for b in load_all(&repo_root().join("bugs")).unwrap() {
+            let out = Command::new("patch")
+                .args(["-p1", "--dry-run", "--force", "-s", "-d"])
+                .arg(&tree)
+                .arg("-i")
+                .arg(b.patch())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{} does not apply to {}: {}",
+                b.patch().display(),
+                tree.display(),
+                String::from_utf8_lossy(&out.stdout)
+            );
         }
     }
 

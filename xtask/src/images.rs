@@ -1,6 +1,6 @@
 //! Everything a machine boots, built only when stale: kernel (cached by
-//! content key), agent (cargo's own incrementality), initramfs (rewritten
-//! only when its bytes would change).
+//! content key), agent (cargo's own incrementality), initramfs (cached by a
+//! key of its inputs: agent, busybox, `/init`, modules and the layout code).
 
 use std::path::PathBuf;
 
@@ -99,16 +99,35 @@ pub fn initramfs_with(arch: Arch, modules: &[(String, Vec<u8>)]) -> Result<PathB
         let names: Vec<&[u8]> = modules.iter().map(|(_, b)| b.as_slice()).collect();
         format!("{arch}-mod-{}", &crate::cache::key(&names)[..12])
     };
-    let out = dir.join(format!("initramfs-{tag}.cpio"));
     let init = repo_root().join("images/initramfs/init");
+    // Keyed by content: trees with different agents (another checkout, an
+    // older commit) must not boot each other's images.
+    let read =
+        |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let (agent_bytes, busybox_bytes, init_bytes) = (read(&agent)?, read(&busybox)?, read(&init)?);
+    let mut parts: Vec<&[u8]> = vec![
+        // How the image is laid out is part of its content too.
+        include_str!("initramfs.rs").as_bytes(),
+        &agent_bytes,
+        &busybox_bytes,
+        &init_bytes,
+    ];
+    parts.extend(
+        modules
+            .iter()
+            .flat_map(|(n, b)| [n.as_bytes(), b.as_slice()]),
+    );
+    let out = dir.join(format!(
+        "initramfs-{tag}-{}.cpio",
+        crate::cache::short(&crate::cache::key(&parts))
+    ));
+    if out.is_file() {
+        return Ok(out);
+    }
     // A name of this process's own: two commands may build the same image at once.
     let fresh = dir.join(format!("initramfs-{tag}.{}.new", std::process::id()));
     crate::initramfs::build(&busybox, &agent, &init, modules, &fresh)?;
-    if std::fs::read(&out).ok() != std::fs::read(&fresh).ok() {
-        std::fs::rename(&fresh, &out).with_context(|| format!("replacing {}", out.display()))?;
-    } else {
-        std::fs::remove_file(&fresh).with_context(|| format!("removing {}", fresh.display()))?;
-    }
+    std::fs::rename(&fresh, &out).with_context(|| format!("writing {}", out.display()))?;
     Ok(out)
 }
 

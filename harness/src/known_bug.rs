@@ -3,8 +3,10 @@
 //! `bug = "0001"` on the steps where it shows; see
 //! `harness::scenario_file`).  The fix is `kernel-patches/fixes/0001-*.patch`.
 //!
-//! On a kernel built with the fix (`--patch kernel-patches/fixes/0001-….patch`)
-//! such a scenario is judged like any other: it must pass.  Without the fix
+//! On a kernel built with the fix (`--patch kernel-patches/fixes/0001-….patch`),
+//! or a release that has it upstream (`fixed_in = ["7.2.8"]`: that release of
+//! its stable series and later ones, and every newer series), such a
+//! scenario is judged like any other: it must pass.  Without the fix
 //! it must fail at a marked step (a wrong result there, the guest kernel
 //! crashing during it, or — when every step passed — a kernel report such
 //! as a WARNING during the last step, if that one is marked; see
@@ -16,6 +18,7 @@
 
 use std::path::Path;
 
+use crate::release::released_with_fix;
 use crate::report;
 use crate::scenario::RunResult;
 use crate::scenario_file::{KnownBug, ScenarioFile};
@@ -47,69 +50,109 @@ pub fn fixed(id: &str, patches: &[String]) -> bool {
 
 /// Judges `run` of `file` on a kernel built with `patches`.
 pub fn judge(file: &ScenarioFile, run: &RunResult, patches: &[String]) -> Verdict {
-    let Some(bug) = &file.known_bug else {
-        return Verdict::AsIs;
-    };
-    if fixed(&bug.id, patches) {
+    // The scenario's bugs this kernel still has: no fix patch, no release
+    // with the fix upstream.
+    let unfixed: Vec<&KnownBug> = file
+        .known_bugs
+        .iter()
+        .filter(|b| {
+            !fixed(&b.id, patches)
+                && !run
+                    .kernel_release
+                    .as_deref()
+                    .is_some_and(|k| released_with_fix(k, &b.fixed_in))
+        })
+        .collect();
+    if unfixed.is_empty() {
         return Verdict::AsIs;
     }
-    let failed_step = run.results.iter().find(|r| !r.passed);
+    if run.passed() {
+        return Verdict::Vanished(vanished(&unfixed));
+    }
+    // The unfixed bugs marked on step `i`.
+    let shown_at = |i: usize| -> Vec<&KnownBug> {
+        let marked = file
+            .bug_steps
+            .iter()
+            .find(|(s, _)| *s == i)
+            .map(|(_, ids)| ids.as_slice())
+            .unwrap_or_default();
+        unfixed
+            .iter()
+            .copied()
+            .filter(|b| marked.contains(&b.id))
+            .collect()
+    };
     // What the kernel said about itself, to add to the expected failure.
     let kernel = run
         .kernel
         .unexpected
         .first()
         .map(|r| format!("the kernel reported {}", r.describe()));
-    let what = match (failed_step, &run.outcome) {
-        (_, Ok(_)) if run.passed() => return Verdict::Vanished(vanished(bug)),
-        (Some(r), _) if file.bug_steps.contains(&r.index) => match &kernel {
-            Some(k) => format!("{}; {k}", report::step_outcome(file, r)),
-            None => report::step_outcome(file, r),
-        },
-        // Every step passed, but the kernel reported during the last, marked, one.
-        (None, Ok(o))
-            if o.passed
-                && kernel.is_some()
-                && run
-                    .results
-                    .last()
-                    .is_some_and(|r| file.bug_steps.contains(&r.index)) =>
-        {
+    let failed_step = run.results.iter().find(|r| !r.passed);
+    let (step, what) = match (failed_step, &run.outcome) {
+        (Some(r), _) => (
+            r.index,
+            match &kernel {
+                Some(k) => format!("{}; {k}", report::step_outcome(file, r)),
+                None => report::step_outcome(file, r),
+            },
+        ),
+        // Every step passed, but the kernel reported during the last one.
+        (None, Ok(o)) if o.passed && kernel.is_some() => {
             let r = run.results.last().map_or(0, |r| r.index);
-            format!(
-                "step {r} (line {}) {}: {}",
-                report::origin(file, r),
-                file.scenario.steps.get(r).map_or("?", |s| s.op.as_str()),
-                kernel.unwrap_or_default()
+            (
+                r,
+                format!(
+                    "step {r} (line {}) {}: {}",
+                    report::origin(file, r),
+                    file.scenario.steps.get(r).map_or("?", |s| s.op.as_str()),
+                    kernel.unwrap_or_default()
+                ),
             )
         }
-        // The run broke off (guest kernel crash, hang) in a marked step.
-        (None, Err(cause)) if file.bug_steps.contains(&run.results.len()) => {
+        // The run broke off (guest kernel crash, hang) in the step after the last result.
+        (None, Err(cause)) => {
             let i = run.results.len();
             let op = file.scenario.steps.get(i).map_or("?", |s| s.op.as_str());
             let cause = report::chain(&**cause);
             let first = cause.lines().next().unwrap_or_default();
-            format!(
-                "step {i} (line {}) {op}: the run broke off: {first}",
-                report::origin(file, i)
+            (
+                i,
+                format!(
+                    "step {i} (line {}) {op}: the run broke off: {first}",
+                    report::origin(file, i)
+                ),
             )
         }
         _ => return Verdict::AsIs,
     };
-    Verdict::Expected(format!(
-        "expected failure: known bug {} ({}): {what}",
-        bug.id, bug.reason
-    ))
+    let shown = shown_at(step);
+    if shown.is_empty() {
+        return Verdict::AsIs;
+    }
+    let bugs: Vec<String> = shown
+        .iter()
+        .map(|b| format!("known bug {} ({})", b.id, b.reason))
+        .collect();
+    Verdict::Expected(format!("expected failure: {}: {what}", bugs.join(" or ")))
 }
 
-fn vanished(bug: &KnownBug) -> String {
+fn vanished(unfixed: &[&KnownBug]) -> String {
+    let ids: Vec<&str> = unfixed.iter().map(|b| b.id.as_str()).collect();
+    let reasons: Vec<&str> = unfixed.iter().map(|b| b.reason.as_str()).collect();
+    let patches: Vec<String> = ids
+        .iter()
+        .map(|id| format!("{FIXES_DIR}/{id}-*.patch"))
+        .collect();
     format!(
-        "known bug {id} did not show ({reason}): the scenario passed on a kernel built \
-         without {FIXES_DIR}/{id}-*.patch.  If the tree has the fix, build with \
-         `--patch {FIXES_DIR}/{id}-….patch` or drop known_bug; otherwise the scenario \
-         no longer shows the bug.",
-        id = bug.id,
-        reason = bug.reason
+        "known bug {} did not show ({}): the scenario passed on a kernel built \
+         without {} and released without the fix.  If the tree has the fix, build \
+         with `--patch …` (or `--fixes`) or add the release to fixed_in; otherwise \
+         the scenario no longer shows the bug.",
+        ids.join(", "),
+        reasons.join("; "),
+        patches.join(", ")
     )
 }
 
@@ -170,6 +213,7 @@ bug = "0001"
                 .map_err(|e| e.into()),
             results,
             dmesg: vec![],
+            kernel_release: Some("6.12.95".into()),
             kernel: Default::default(),
         }
     }
@@ -177,8 +221,28 @@ bug = "0001"
     #[test]
     fn marked_steps_are_read_and_checked() {
         let f = file();
-        assert_eq!(f.known_bug.as_ref().unwrap().id, "0001");
-        assert_eq!(f.bug_steps, vec![1]);
+        assert_eq!(f.known_bugs[0].id, "0001");
+        assert_eq!(f.bug_steps, vec![(1, vec!["0001".to_string()])]);
+        // Several bugs: one table each, a step may show either.
+        let two = TEXT
+            .replace(
+                "known_bug = { id = \"0001\", reason = \"MAP_DMA returns 1\" }",
+                "known_bug = [{ id = \"0001\", reason = \"a\" }, { id = \"0003\", reason = \"b\" }]",
+            )
+            .replace("bug = \"0001\"", "bug = [\"0001\", \"0003\"]");
+        let f2 = ScenarioFile::parse(&two, Path::new("s.toml"), "s").unwrap();
+        assert_eq!(f2.known_bugs.len(), 2);
+        assert_eq!(
+            f2.bug_steps,
+            vec![(1, vec!["0001".to_string(), "0003".to_string()])]
+        );
+        let unmarked = two.replace("bug = [\"0001\", \"0003\"]", "bug = \"0001\"");
+        let e = ScenarioFile::parse(&unmarked, Path::new("s.toml"), "s").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("known bug \"0003\" needs at least one step"),
+            "{e}"
+        );
         let other = TEXT.replace("bug = \"0001\"", "bug = \"0002\"");
         let e = ScenarioFile::parse(&other, Path::new("s.toml"), "s").unwrap_err();
         assert!(
@@ -189,7 +253,7 @@ bug = "0001"
         let e = ScenarioFile::parse(&unmarked, Path::new("s.toml"), "s").unwrap_err();
         assert!(
             e.to_string()
-                .contains("s.toml:3: known_bug needs at least one step"),
+                .contains("s.toml:3: known bug \"0001\" needs at least one step"),
             "{e}"
         );
         let bad_id = TEXT.replace("id = \"0001\"", "id = \"one\"");
@@ -201,6 +265,100 @@ bug = "0001"
         );
         let e = ScenarioFile::parse(&orphan, Path::new("s.toml"), "s").unwrap_err();
         assert!(e.to_string().contains("needs known_bug"), "{e}");
+    }
+
+    /// unmap_crossing_window_end: 0003 (fixed upstream in 7.2.8) and 0001
+    /// (the `||` turning EINVAL into 1) both show at the same step.
+    #[test]
+    fn two_bugs_at_one_step() {
+        let text = TEXT
+            .replace(
+                "known_bug = { id = \"0001\", reason = \"MAP_DMA returns 1\" }",
+                "known_bug = [{ id = \"0001\", reason = \"returns 1\" }, { id = \"0003\", reason = \"returns 0\", fixed_in = [\"7.2.8\"] }]",
+            )
+            .replace("bug = \"0001\"", "bug = [\"0001\", \"0003\"]");
+        let f = ScenarioFile::parse(&text, Path::new("s.toml"), "s").unwrap();
+        let ok = Actual::Value(serde_json::Value::Null);
+        let on = |release: &str, actual: serde_json::Value| {
+            let mut r = run(
+                vec![
+                    step(0, true, ok.clone()),
+                    step(1, false, Actual::Value(actual)),
+                ],
+                Ok(false),
+            );
+            r.kernel_release = Some(release.into());
+            r
+        };
+        let p = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let expected = |v: Verdict| match v {
+            Verdict::Expected(m) => m,
+            v => panic!("{v:?}"),
+        };
+        // 6.12, nothing applied: returns 0, both bugs are still there.
+        let m = expected(judge(&f, &on("6.12.95", serde_json::json!(0)), &[]));
+        assert!(
+            m.contains("known bug 0001 (returns 1) or known bug 0003 (returns 0)"),
+            "{m}"
+        );
+        // 6.12 with 0003 only: returns 1, that is 0001.
+        let m = expected(judge(
+            &f,
+            &on("6.12.95", serde_json::json!(1)),
+            &p(&["0003-x.patch"]),
+        ));
+        assert!(
+            m.starts_with("expected failure: known bug 0001 (returns 1): step 1"),
+            "{m}"
+        );
+        // 7.2.13 has 0003 upstream: returns 1, that is 0001.
+        let m = expected(judge(&f, &on("7.2.13", serde_json::json!(1)), &[]));
+        assert!(
+            m.starts_with("expected failure: known bug 0001 (returns 1): step 1"),
+            "{m}"
+        );
+        // 7.2.13 with 0001: nothing left to expect.
+        assert_eq!(
+            judge(
+                &f,
+                &on("7.2.13", serde_json::json!(1)),
+                &p(&["0001-x.patch"])
+            ),
+            Verdict::AsIs
+        );
+        // 6.12 with 0001 only, passing: 0003 did not show.
+        let mut passed = run(
+            vec![
+                step(0, true, ok.clone()),
+                step(
+                    1,
+                    true,
+                    Actual::Errno {
+                        name: "EINVAL".into(),
+                        code: 22,
+                    },
+                ),
+            ],
+            Ok(true),
+        );
+        passed.kernel_release = Some("6.12.95".into());
+        assert!(
+            matches!(judge(&f, &passed, &p(&["0001-x.patch"])), Verdict::Vanished(m) if m.starts_with("known bug 0003 did not show"))
+        );
+    }
+
+    #[test]
+    fn fixed_in_must_name_releases() {
+        let text = TEXT.replace(
+            "reason = \"MAP_DMA returns 1\" }",
+            "reason = \"MAP_DMA returns 1\", fixed_in = [\"7.2.x\"] }",
+        );
+        let e = ScenarioFile::parse(&text, Path::new("s.toml"), "s").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("s.toml:3: known_bug fixed_in \"7.2.x\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -230,7 +388,7 @@ bug = "0001"
         fixes.sort();
         let ids: std::collections::BTreeSet<&str> = files
             .iter()
-            .filter_map(|f| f.known_bug.as_ref().map(|b| b.id.as_str()))
+            .flat_map(|f| f.known_bugs.iter().map(|b| b.id.as_str()))
             .collect();
         for id in &ids {
             assert!(
@@ -265,6 +423,17 @@ bug = "0001"
             ),
             v => panic!("{v:?}"),
         }
+        // On a release that has the fix upstream, it is an ordinary failure too.
+        let mut upstream = run(at_bug.results.clone(), Ok(false));
+        upstream.kernel_release = Some("7.2.13".into());
+        let with_upstream_fix = ScenarioFile::parse(
+            &TEXT.replace("returns 1\" }", "returns 1\", fixed_in = [\"7.2.8\"] }"),
+            Path::new("s.toml"),
+            "s",
+        )
+        .unwrap();
+        assert_eq!(judge(&with_upstream_fix, &upstream, &[]), Verdict::AsIs);
+        assert!(matches!(judge(&f, &upstream, &[]), Verdict::Expected(_)));
         // With the fix, the same run is an ordinary failure.
         assert_eq!(
             judge(&f, &at_bug, &["0001-fix.patch".into()]),

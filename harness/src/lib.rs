@@ -27,6 +27,7 @@ pub mod policy;
 pub mod process;
 pub mod qemu;
 pub mod qmp;
+pub mod release;
 pub mod reaper;
 pub mod report;
 pub mod scenario;

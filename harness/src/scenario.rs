@@ -68,6 +68,8 @@ pub struct RunResult {
     pub outcome: Result<ScenarioOutcome, HostError>,
     /// Kernel log lines logged while the scenario ran.
     pub dmesg: Vec<String>,
+    /// The kernel's release as the agent reported it (`uname -r`), if known.
+    pub kernel_release: Option<String>,
     /// The kernel's own reports in `dmesg` (WARNING, BUG, lockdep, …),
     /// judged against the scenario's `expect_kernel_warning`; clean when
     /// the run broke off (the cause and console tail say what happened).
@@ -103,6 +105,7 @@ pub fn run_on(
     mut on_step: impl FnMut(&StepResult),
 ) -> RunResult {
     let mut results = Vec::new();
+    let kernel_release = host.agent().ok().map(|a| a.hello().kernel.clone());
     let outcome = (|| {
         let agent = host.agent()?;
         if let Err(e) = agent.dmesg() {
@@ -127,6 +130,7 @@ pub fn run_on(
         results,
         outcome,
         dmesg,
+        kernel_release,
         kernel,
     }
 }

@@ -28,7 +28,10 @@
 //!
 //! A scenario with `known_bug` states the correct behaviour; the steps
 //! where kernels without the fix go wrong carry `bug = "0001"` (see
-//! `harness::known_bug` for the verdicts).
+//! `harness::known_bug` for the verdicts).  `known_bug` may be an array
+//! of such tables and `bug` an array of ids, for a step where either of
+//! two bugs shows; `fixed_in = ["7.2.8"]` names releases that have the fix
+//! upstream.
 //!
 //! A kernel report in the kernel log while the scenario runs (`WARNING:`,
 //! `BUG:`, Oops, lockdep, KASAN, UBSAN, kmemleak, RCU stall; see
@@ -93,10 +96,11 @@ pub struct ScenarioFile {
     pub fresh_vm: bool,
     /// Why it does not run by default, if it does not.
     pub disabled: Option<String>,
-    /// The kernel bug it shows on kernels without the fix, if any.
-    pub known_bug: Option<KnownBug>,
-    /// Indices of the steps marked `bug = "…"`: where the known bug shows.
-    pub bug_steps: Vec<usize>,
+    /// The kernel bugs it shows on kernels without their fixes (`known_bug`:
+    /// one table, or an array of them).
+    pub known_bugs: Vec<KnownBug>,
+    /// The steps marked `bug = "…"` (or `["…", "…"]`): index and bug ids.
+    pub bug_steps: Vec<(usize, Vec<String>)>,
     /// Text of the kernel report the scenario provokes on purpose (see
     /// `harness::kernel_log::check`): it must appear, and reports with it do not fail the run.
     pub expect_kernel_warning: Option<String>,
@@ -118,11 +122,19 @@ struct RawFile {
     #[serde(default)]
     disabled: Option<String>,
     #[serde(default)]
-    known_bug: Option<KnownBug>,
+    known_bug: Option<OneOrMany>,
     #[serde(default)]
     expect_kernel_warning: Option<String>,
     #[serde(default)]
     step: Vec<toml::Spanned<toml::Table>>,
+}
+
+/// `known_bug`: one table or an array of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(KnownBug),
+    Many(Vec<KnownBug>),
 }
 
 /// `known_bug = { id = "0001", reason = "…" }`: the bug that the fix
@@ -134,6 +146,10 @@ pub struct KnownBug {
     pub id: String,
     /// What goes wrong, for the report.
     pub reason: String,
+    /// Releases that have the fix upstream: the first of each stable series
+    /// (`["6.12.120", "7.2.8"]`); newer series have it too.
+    #[serde(default)]
+    pub fixed_in: Vec<String>,
 }
 
 /// A file of shared steps (a step `include = "../_common/x.toml"`), e.g. a container set-up.
@@ -151,8 +167,8 @@ struct Steps {
     bound: BTreeSet<String>,
     steps: Vec<Step>,
     origins: Vec<(Option<String>, usize)>,
-    /// Step index, line and bug id of each step marked `bug = "…"`.
-    bugs: Vec<(usize, usize, String)>,
+    /// Step index, line and bug ids of each step marked `bug = …`.
+    bugs: Vec<(usize, usize, Vec<String>)>,
     depth: usize,
 }
 
@@ -207,14 +223,22 @@ impl Steps {
             let step =
                 check_step(table, &mut self.bound).map_err(|(key, msg)| invalid(at(&key), msg))?;
             if let Some(bug) = table.get("bug") {
-                let id = bug.as_str().ok_or_else(|| {
+                let ids: Option<Vec<String>> = match bug {
+                    toml::Value::String(id) => Some(vec![id.clone()]),
+                    toml::Value::Array(a) if !a.is_empty() => {
+                        a.iter().map(|v| v.as_str().map(String::from)).collect()
+                    }
+                    _ => None,
+                };
+                let ids = ids.ok_or_else(|| {
                     invalid(
                         at("bug"),
-                        format!("bug must name a known bug like \"0001\", not {bug}"),
+                        format!(
+                            "bug must name known bugs like \"0001\" or [\"0001\", \"0003\"], not {bug}"
+                        ),
                     )
                 })?;
-                self.bugs
-                    .push((self.steps.len(), at("bug"), id.to_string()));
+                self.bugs.push((self.steps.len(), at("bug"), ids));
             }
             self.origins.push((include.cloned(), line_of(text, start)));
             self.steps.push(step);
@@ -285,34 +309,51 @@ impl ScenarioFile {
         if acc.steps.is_empty() {
             return Err(invalid(1, "a scenario needs at least one [[step]]".into()));
         }
-        if let Some(kb) = &raw.known_bug
-            && (kb.id.len() != 4 || !kb.id.bytes().all(|b| b.is_ascii_digit()))
-        {
-            return Err(invalid(
-                key_line("known_bug"),
-                format!(
-                    "known_bug id {:?} must be the four digits of its fix, kernel-patches/fixes/NNNN-*.patch",
-                    kb.id
-                ),
-            ));
+        let known_bugs = match raw.known_bug {
+            None => Vec::new(),
+            Some(OneOrMany::One(b)) => vec![b],
+            Some(OneOrMany::Many(v)) => v,
+        };
+        for kb in &known_bugs {
+            if kb.id.len() != 4 || !kb.id.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(
+                    key_line("known_bug"),
+                    format!(
+                        "known_bug id {:?} must be the four digits of its fix, kernel-patches/fixes/NNNN-*.patch",
+                        kb.id
+                    ),
+                ));
+            }
+            if let Some(v) = kb
+                .fixed_in
+                .iter()
+                .find(|v| !crate::release::is_release(v))
+            {
+                return Err(invalid(
+                    key_line("known_bug"),
+                    format!("known_bug fixed_in {v:?} is not a kernel release like \"7.2.8\""),
+                ));
+            }
         }
-        for (_, line, id) in &acc.bugs {
-            match &raw.known_bug {
-                Some(kb) if &kb.id == id => {}
-                Some(kb) => {
-                    return Err(invalid(
-                        *line,
-                        format!("bug = {id:?}, but the scenario's known_bug is {:?}", kb.id),
-                    ));
+        for (_, line, ids) in &acc.bugs {
+            for id in ids {
+                if known_bugs.iter().any(|kb| &kb.id == id) {
+                    continue;
                 }
-                None => {
-                    return Err(invalid(
-                        *line,
+                let declared: Vec<&str> = known_bugs.iter().map(|kb| kb.id.as_str()).collect();
+                return Err(invalid(
+                    *line,
+                    if declared.is_empty() {
                         format!(
                             "bug = {id:?} needs known_bug = {{ id = {id:?}, reason = \"…\" }} at the top"
-                        ),
-                    ));
-                }
+                        )
+                    } else {
+                        format!(
+                            "bug = {id:?}, but the scenario's known_bug is {}",
+                            declared.join(", ")
+                        )
+                    },
+                ));
             }
         }
         if raw
@@ -325,10 +366,16 @@ impl ScenarioFile {
                 "expect_kernel_warning must be text the kernel's report contains, e.g. \"lkdtm_WARNING\"".into(),
             ));
         }
-        if raw.known_bug.is_some() && acc.bugs.is_empty() {
+        if let Some(kb) = known_bugs
+            .iter()
+            .find(|kb| !acc.bugs.iter().any(|(_, _, ids)| ids.contains(&kb.id)))
+        {
             return Err(invalid(
                 key_line("known_bug"),
-                "known_bug needs at least one step marked bug = \"…\": the step where the bug shows".into(),
+                format!(
+                    "known bug {:?} needs at least one step marked bug = {:?}: the step where it shows",
+                    kb.id, kb.id
+                ),
             ));
         }
         Ok(ScenarioFile {
@@ -338,8 +385,8 @@ impl ScenarioFile {
             requires: raw.requires,
             fresh_vm: raw.fresh_vm,
             disabled: raw.disabled,
-            known_bug: raw.known_bug,
-            bug_steps: acc.bugs.iter().map(|(i, _, _)| *i).collect(),
+            known_bugs,
+            bug_steps: acc.bugs.into_iter().map(|(i, _, ids)| (i, ids)).collect(),
             expect_kernel_warning: raw.expect_kernel_warning,
             scenario: Scenario {
                 name: name.to_string(),

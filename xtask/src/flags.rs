@@ -40,6 +40,41 @@ pub enum Cmd {
     /// Check that the scenarios catch each real bug of bugs/: its trials fail
     /// with the bug re-introduced and pass without.
     Corpus(CorpusArgs),
+    /// Find the first commit of a kernel git tree where trials fail
+    /// (builds each revision in a private clone; the tree is only read).
+    Bisect(BisectArgs),
+}
+
+/// `bisect` options.
+#[derive(Debug, Args)]
+pub struct BisectArgs {
+    /// Trials (full names, e.g. `pseries::regress::tce_info_fields`): a
+    /// revision is bad when one fails.
+    #[arg(value_name = "TRIAL", required_unless_present = "fixture")]
+    pub trials: Vec<String>,
+    /// The kernel git tree (a work tree or a bare repository; only read).
+    #[arg(long, value_name = "GIT_TREE", required_unless_present = "fixture")]
+    pub src: Option<PathBuf>,
+    /// A revision where the trials pass.
+    #[arg(long, value_name = "REV", required_unless_present = "fixture")]
+    pub good: Option<String>,
+    /// A later revision where they fail.
+    #[arg(long, value_name = "REV", required_unless_present = "fixture")]
+    pub bad: Option<String>,
+    /// Apply this patch (`-p1`) to every revision (repeatable, in order).
+    #[arg(long = "patch", value_name = "FILE")]
+    pub patches: Vec<PathBuf>,
+    /// Runs of each trial per revision: bad needs every run to fail, good
+    /// every run to pass; a mix is flaky and skipped.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    /// Accelerator for the trials' machines.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelFlag,
+    /// Bisect the fixture history (Debian's tree and a few commits, one
+    /// re-introducing bugs/08-tce-info) and check the planted commit is named.
+    #[arg(long, conflicts_with_all = ["trials", "src", "good", "bad", "patches"])]
+    pub fixture: bool,
 }
 
 /// `corpus` options.

@@ -38,12 +38,26 @@ pub struct Kernel {
 /// The kernel for a flavour: `own` if given, else Debian's prebuilt one or a build.
 pub fn kernel(flavour: KernelFlavour, src: &KernelSource, own: Option<&PathBuf>) -> Result<Kernel> {
     if let Some(k) = own {
+        // `--kernel IMAGE --patch F`: the image was built with F (known-bug
+        // verdicts count its fixes), e.g. by `cargo xtask bisect`.
+        let mut patches: Vec<String> = src
+            .patches
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        if src.fixes {
+            patches.extend(
+                crate::patch::fixes(&repo_root())?
+                    .iter()
+                    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
+            );
+        }
         return Ok(Kernel {
             image: k.clone(),
             vmlinux: None,
             modules: Vec::new(),
             origin: "given".into(),
-            patches: Vec::new(),
+            patches,
         });
     }
     if src.prebuilt.is_some() {

@@ -240,6 +240,12 @@ fn prepare_source(sh: &Shell, src: &Source) -> Result<(PathBuf, String)> {
     }
 }
 
+/// Debian's unpacked `linux-source-6.12` tree in the cache (unpacked first
+/// if needed); never to be written.
+pub fn debian_tree() -> Result<PathBuf> {
+    Ok(prepare_source(&Shell::new()?, &Source::Debian)?.0)
+}
+
 /// Builds (or finds in the cache) the kernel of `flavour` from `src` with `patches`.
 pub fn build(flavour: &Flavour, src: &Source, patches: &[Patch]) -> Result<Built> {
     let sh = Shell::new()?;

@@ -7,6 +7,8 @@
 mod accel;
 mod agent;
 mod bench;
+mod bisect;
+mod bisect_fixture;
 mod cache;
 mod corpus;
 mod deps;
@@ -119,6 +121,16 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Test(t) => test::run(&t),
         Cmd::Bench(b) => bench::run(&b),
         Cmd::Corpus(c) => corpus::run(&c),
+        Cmd::Bisect(b) if b.fixture => bisect_fixture::run(b.runs, b.accel),
+        Cmd::Bisect(b) => bisect::run(&bisect::Plan {
+            src: b.src.unwrap_or_default(),
+            good: b.good.unwrap_or_default(),
+            bad: b.bad.unwrap_or_default(),
+            trials: b.trials,
+            patches: b.patches,
+            runs: b.runs,
+            accel: b.accel,
+        }),
     }
 }
 

@@ -226,7 +226,7 @@ fn unlink(dir: &Path, rel: &str) -> Result<()> {
 }
 
 /// Runs `patch -p1`; on failure says which file and hunk did not apply.
-fn apply(dir: &Path, p: &Patch) -> Result<()> {
+pub fn apply(dir: &Path, p: &Patch) -> Result<()> {
     let out = std::process::Command::new("patch")
         .args([
             "-p1",

@@ -71,7 +71,15 @@ pub struct FlavourImages {
     /// The patches the kernel was built with (`--patch`), as file names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub patches: Vec<String>,
+    /// A debug kernel (`--debug`: kmemleak, lockdep, UBSAN, KASAN on
+    /// x86_64): its machines get longer boot deadlines.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub debug: bool,
 }
+
+/// How much longer a debug kernel may take to boot (KASAN, lockdep and
+/// kmemleak under TCG).
+pub const DEBUG_BOOT_FACTOR: u32 = 3;
 
 /// Why the manifest cannot give a machine's spec.
 #[derive(Debug, thiserror::Error)]
@@ -106,11 +114,16 @@ impl Manifest {
             vmlinux: f.vmlinux.clone(),
             patches: f.patches.clone(),
         };
-        Ok(VmSpec::builder(m, images, self.log_root.join(log_name))
+        let mut spec = VmSpec::builder(m, images, self.log_root.join(log_name))
             .accel(f.accel)
             .mode(mode)
             .patched_qemu(self.patched_qemu.clone())
-            .build()?)
+            .build()?;
+        if f.debug {
+            spec.timeouts.first_output *= DEBUG_BOOT_FACTOR;
+            spec.timeouts.agent_ready *= DEBUG_BOOT_FACTOR;
+        }
+        Ok(spec)
     }
 }
 
@@ -151,6 +164,7 @@ mod tests {
             initramfs: "/i".into(),
             accel: Accel::Kvm,
             patches: vec![],
+            debug: false,
         };
         let mut m = Manifest {
             flavours: [(KernelFlavour::X86_64, images)].into(),
@@ -164,6 +178,10 @@ mod tests {
         assert_eq!(s.boot.accel, Accel::Kvm);
         assert_eq!(s.log_dir, PathBuf::from("/logs/q35/boot"));
         assert_eq!(s.qemu, PathBuf::from("qemu-system-x86_64"));
+        let normal = s.timeouts.agent_ready;
+        m.flavours.get_mut(&KernelFlavour::X86_64).unwrap().debug = true;
+        let s = m.spec("q35", "q35/boot", GuestMode::Agent).unwrap();
+        assert_eq!(s.timeouts.agent_ready, normal * DEBUG_BOOT_FACTOR);
         let e = m.spec("pseries", "p", GuestMode::Agent).unwrap_err();
         assert_eq!(
             e.to_string(),

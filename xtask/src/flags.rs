@@ -112,6 +112,10 @@ pub struct BenchArgs {
     /// Skip timing the warm VM suite.
     #[arg(long)]
     pub no_suite: bool,
+    /// Also measure the debug kernels (`--debug`): boot to agent-ready and
+    /// the warm suite, against the normal ones.
+    #[arg(long)]
+    pub debug: bool,
 }
 
 /// `test` options.
@@ -246,6 +250,11 @@ pub struct KernelSource {
     /// order) after any --patch: known-bug scenarios must then pass.
     #[arg(long, conflicts_with = "prebuilt")]
     pub fixes: bool,
+    /// The debug kernels: kmemleak, lockdep, DEBUG_LIST, UBSAN, and KASAN
+    /// on x86_64 (images/kernel/debug*.config); the agent scans for leaks
+    /// after each scenario.
+    #[arg(long, conflicts_with = "prebuilt")]
+    pub debug: bool,
 }
 
 /// Whose prebuilt kernels `--prebuilt` boots.

@@ -75,8 +75,15 @@ pub fn kernel(flavour: KernelFlavour, src: &KernelSource, own: Option<&PathBuf>)
         paths.extend(crate::patch::fixes(&repo_root())?);
     }
     let patches = crate::patch::load(&paths)?;
-    let built = kernel::build(&Flavour::new(flavour), &source(src), &patches)?;
+    let built = kernel::build(
+        &Flavour::with_debug(flavour, src.debug),
+        &source(src),
+        &patches,
+    )?;
     let mut origin = if built.cached { "cached" } else { "built" }.to_string();
+    if src.debug {
+        origin.push_str(", debug");
+    }
     if !patches.is_empty() {
         let names: Vec<&str> = patches.iter().map(|p| p.name.as_str()).collect();
         origin.push_str(&format!(", patched with {}", names.join(", ")));

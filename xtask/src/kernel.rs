@@ -10,6 +10,13 @@
 //! (`xtask::patch`), and the patches are part of the key; Debian's tree
 //! always builds in its copy, so a patched build after an unpatched one
 //! (or the other way round) recompiles only what the patches touch.
+//!
+//! `--debug` builds each flavour's debug variant: `debug.config` (kmemleak,
+//! lockdep, DEBUG_LIST, UBSAN) and `debug-<arch>.config` where there is one
+//! (KASAN on x86_64) merged last.  The merged config is in the key anyway;
+//! the variant also gets its own name (`x86_64-debug`) for its cache entry
+//! and its own build dir, so switching between the two never rebuilds the
+//! world.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,6 +39,8 @@ pub struct Flavour {
     pub arch: Arch,
     /// Fragment files, in merge order.
     pub fragments: Vec<PathBuf>,
+    /// The debug variant (`--debug`): the debug fragments come last.
+    pub debug: bool,
 }
 
 impl Flavour {
@@ -51,6 +60,32 @@ impl Flavour {
                 .iter()
                 .map(|p| dir.join(format!("{p}.config")))
                 .collect(),
+            debug: false,
+        }
+    }
+
+    /// `kind`'s debug variant if `debug`: its fragments, then `debug.config`,
+    /// then `debug-<arch>.config` if the arch has one.
+    pub fn with_debug(kind: KernelFlavour, debug: bool) -> Flavour {
+        let mut f = Flavour::new(kind);
+        if debug {
+            let dir = repo_root().join("images/kernel");
+            f.fragments.push(dir.join("debug.config"));
+            let own = dir.join(format!("debug-{}.config", f.arch));
+            if own.is_file() {
+                f.fragments.push(own);
+            }
+            f.debug = true;
+        }
+        f
+    }
+
+    /// Its name in cache paths and messages: `x86_64`, `x86_64-debug`.
+    pub fn name(&self) -> String {
+        if self.debug {
+            format!("{}-debug", self.kind)
+        } else {
+            self.kind.to_string()
         }
     }
 
@@ -279,7 +314,7 @@ pub fn build(flavour: &Flavour, src: &Source, patches: &[Patch]) -> Result<Built
         toolchain.lines().next().unwrap_or("").as_bytes(),
         target.as_bytes(),
     ]);
-    let out = cache_dir().join(format!("kernel/{}-{}", flavour.kind, short(&k)));
+    let out = cache_dir().join(format!("kernel/{}-{}", flavour.name(), short(&k)));
     let image_name = Path::new(image_rel).file_name().unwrap_or_default();
     let image = out.join(image_name);
     if image.is_file() && out.join("vmlinux").is_file() {
@@ -299,7 +334,7 @@ pub fn build(flavour: &Flavour, src: &Source, patches: &[Patch]) -> Result<Built
     let srcdir = work.as_ref().map_or(srcdir, |w| w.dir.clone());
     let build_dir = cache_dir().join(format!(
         "kernel/build/{}-{}",
-        flavour.kind,
+        flavour.name(),
         short(&key(&[srcdir.to_string_lossy().as_bytes()]))
     ));
     std::fs::create_dir_all(&build_dir)?;
@@ -316,7 +351,7 @@ pub fn build(flavour: &Flavour, src: &Source, patches: &[Patch]) -> Result<Built
         &[o.clone(), allconfig, "allnoconfig".into()],
         &env,
         &log_path,
-        &format!("configuring {}", flavour.kind),
+        &format!("configuring {}", flavour.name()),
     )?;
     let dotconfig = std::fs::read_to_string(build_dir.join(".config"))?;
     let dropped = verify(&wants, &dotconfig);
@@ -324,7 +359,7 @@ pub fn build(flavour: &Flavour, src: &Source, patches: &[Patch]) -> Result<Built
         let mut msg = format!(
             "Kconfig dropped {} requested option(s) for {}:\n",
             dropped.len(),
-            flavour.kind
+            flavour.name()
         );
         for (w, got) in &dropped {
             let asked = w
@@ -349,7 +384,7 @@ pub fn build(flavour: &Flavour, src: &Source, patches: &[Patch]) -> Result<Built
         &[o, jobs, target.into()],
         &env,
         &log_path,
-        &format!("building {} {target}", flavour.kind),
+        &format!("building {} {target}", flavour.name()),
     )?;
     std::fs::copy(build_dir.join(image_rel), &image)?;
     std::fs::copy(build_dir.join("vmlinux"), out.join("vmlinux")).ok();
@@ -363,7 +398,7 @@ pub fn build(flavour: &Flavour, src: &Source, patches: &[Patch]) -> Result<Built
     )?;
     println!(
         "kernel: {} built in {:.0?} → {}",
-        flavour.kind,
+        flavour.name(),
         started.elapsed(),
         image.display()
     );
@@ -473,5 +508,43 @@ mod tests {
         }
         keys.dedup();
         assert_eq!(keys.len(), 3);
+    }
+
+    #[test]
+    fn debug_variants_add_the_debug_fragments_last() {
+        for f in KernelFlavour::ALL {
+            let fl = Flavour::with_debug(f, true);
+            assert_eq!(fl.name(), format!("{f}-debug"));
+            let frags: Vec<_> = fl
+                .fragments
+                .iter()
+                .map(|p| (p.display().to_string(), std::fs::read_to_string(p).unwrap()))
+                .collect();
+            let w = parse_fragments(&frags).unwrap();
+            let has = |n: &str| {
+                w.iter()
+                    .any(|w| w.name == n && w.value.as_deref() == Some("y"))
+            };
+            for n in [
+                "CONFIG_DEBUG_KMEMLEAK",
+                "CONFIG_PROVE_LOCKING",
+                "CONFIG_DEBUG_LIST",
+                "CONFIG_UBSAN",
+            ] {
+                assert!(has(n), "{f}: {n}");
+            }
+            assert!(
+                w.iter()
+                    .any(|w| w.name == "CONFIG_DEBUG_KMEMLEAK_AUTO_SCAN" && w.value.is_none())
+            );
+            assert_eq!(has("CONFIG_KASAN"), fl.arch == Arch::X86_64, "{f}");
+            // Everything the normal flavour asks for is still asked for.
+            let normal = Flavour::new(f);
+            assert_eq!(
+                &fl.fragments[..normal.fragments.len()],
+                &normal.fragments[..]
+            );
+            assert!(!normal.debug && normal.name() == f.as_str());
+        }
     }
 }

@@ -43,11 +43,17 @@ pub fn spec(m: Machine, o: &MachineOpts, mode: GuestMode, log_dir: PathBuf) -> R
     let patched = (m.qemu.build == QemuBuild::Patched)
         .then(|| crate::qemu::build(None))
         .transpose()?;
-    Ok(VmSpec::builder(m, images, log_dir)
+    let mut spec = VmSpec::builder(m, images, log_dir)
         .accel(accel)
         .mode(mode)
         .patched_qemu(patched)
-        .build()?)
+        .build()?;
+    if o.source.debug && o.kernel.is_none() {
+        // As the suite's manifest gives a debug kernel's machines.
+        spec.timeouts.first_output *= harness::manifest::DEBUG_BOOT_FACTOR;
+        spec.timeouts.agent_ready *= harness::manifest::DEBUG_BOOT_FACTOR;
+    }
+    Ok(spec)
 }
 
 /// Runs `cargo xtask run`.

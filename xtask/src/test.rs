@@ -98,6 +98,7 @@ pub fn run(t: &TestArgs) -> Result<()> {
                 initramfs,
                 accel,
                 patches: k.patches,
+                debug: t.source.debug && own.is_none(),
             },
         );
     }

@@ -32,6 +32,7 @@ pub fn features() -> Vec<String> {
         "eeh-debugfs",
         Path::new("/sys/kernel/debug/powerpc/eeh_dev_break").exists(),
     );
+    has("kmemleak", Path::new(crate::kmemleak::PATH).exists());
     f.extend(probed_features().into_iter().map(String::from));
     f.sort();
     f

@@ -37,6 +37,8 @@ impl<W: Write> Out<W> {
 pub fn serve<R: BufRead, W: Write>(mut r: R, w: W, frames: bool) -> Result<End, String> {
     let mut out = Out { w, frames };
     let mut kmsg = crate::sys::Kmsg::new();
+    // On a kernel with kmemleak, each scenario's log delta carries its leaks.
+    let mut leaks = crate::kmemleak::Kmemleak::detect();
     let mut greeted = false;
     let mut guard: Option<crate::guard::Guard> = None;
     loop {
@@ -77,13 +79,19 @@ pub fn serve<R: BufRead, W: Write>(mut r: R, w: W, frames: bool) -> Result<End, 
                 out.send(&AgentMsg::Hello(hello))?;
             }
             HostMsg::Inventory => out.send(&AgentMsg::Inventory(crate::inventory::collect()))?,
-            HostMsg::Dmesg => out.send(&AgentMsg::Dmesg {
-                lines: kmsg.read_new(),
-            })?,
+            HostMsg::Dmesg => {
+                let found = leaks.as_mut().map(|k| k.before_dmesg()).unwrap_or_default();
+                let mut lines = kmsg.read_new();
+                lines.extend(found);
+                out.send(&AgentMsg::Dmesg { lines })?
+            }
             HostMsg::Run { scenario } => {
                 let done = crate::scenario::run(&scenario, guard.as_ref(), |step| {
                     out.send(&AgentMsg::Step(step.clone()))
                 })?;
+                if let Some(k) = leaks.as_mut() {
+                    k.ran();
+                }
                 out.send(&AgentMsg::Done(done))?;
             }
             HostMsg::Shutdown { poweroff } => {

@@ -638,6 +638,10 @@ pub const FEATURES: &[(&str, &str)] = &[
         "the guest's EEH subsystem is enabled (a capable adapter was found)",
     ),
     ("eeh-debugfs", "/sys/kernel/debug/powerpc/eeh_* knobs exist"),
+    (
+        "kmemleak",
+        "/sys/kernel/debug/kmemleak exists (a debug kernel): the agent scans for leaks after each scenario",
+    ),
 ];
 
 /// Looks an operation up by name.

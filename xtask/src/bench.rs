@@ -6,7 +6,11 @@
 //! **harness** boot (spawn → agent connected and greeted).  Also the no-op
 //! image build, unless `--no-suite` the warm VM suite, and in-guest op rates
 //! (the `bench.*` scenarios under `scenarios/_bench/`).  Medians of `--runs`
-//! boots; a table on stdout and `target/iobench/bench.json`.
+//! boots; a table on stdout and `target/iobench/bench.json`.  With
+//! `--debug`, the cost of the debug kernels: each machine's boot to
+//! agent-ready on its debug kernel against the normal one (interleaved), and
+//! the warm suite on the debug kernels (`cargo xtask test --debug`, where the
+//! agent also scans for leaks after each scenario).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,6 +37,75 @@ fn opts() -> MachineOpts {
         kernel: None,
         source: KernelSource::default(),
     }
+}
+
+/// The options of a machine on its debug kernel.
+fn debug_opts() -> MachineOpts {
+    let mut o = opts();
+    o.source.debug = true;
+    o
+}
+
+/// Times `cargo xtask test ARGS -- --quiet` into `log`: (seconds, verdict).
+fn suite(args: &[&str], log: &std::path::Path) -> Result<(f64, String)> {
+    let logf = std::fs::File::create(log)?;
+    let t0 = Instant::now();
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["xtask", "test"])
+        .args(args)
+        .args(["--", "--quiet"])
+        .current_dir(repo_root())
+        .stdout(logf.try_clone()?)
+        .stderr(logf)
+        .status()
+        .context("running the suite")?;
+    let verdict = if status.success() {
+        "passed".to_string()
+    } else {
+        format!("FAILED, see {}", log.display())
+    };
+    Ok((t0.elapsed().as_secs_f64(), verdict))
+}
+
+/// Each machine's boot to agent-ready, normal kernel against debug kernel
+/// (interleaved): table rows and JSON.
+fn debug_boots(runs: usize) -> Result<(Vec<String>, serde_json::Value)> {
+    let out = crate::cache::out_dir();
+    let mut rows = Vec::new();
+    let mut json = serde_json::Map::new();
+    for name in ["pseries", "q35"] {
+        let spec_of = |o: &MachineOpts, tag: &str| {
+            crate::run::spec(
+                crate::run::machine(name, o)?,
+                o,
+                GuestMode::Agent,
+                out.join(format!("bench/{name}-{tag}")),
+            )
+        };
+        let (normal, debug) = (
+            spec_of(&opts(), "normal")?,
+            spec_of(&debug_opts(), "debug")?,
+        );
+        let (mut n, mut d) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            for (spec, times) in [(&normal, &mut n), (&debug, &mut d)] {
+                let vm = Vm::boot(spec.clone())?;
+                times.push(vm.timings.agent_ready);
+                vm.poweroff()?;
+            }
+        }
+        let (n, d) = (median(n).as_secs_f64(), median(d).as_secs_f64());
+        rows.push(format!(
+            "{name:<8} boot→agent-ready normal {n:>7.3} s   debug {d:>7.3} s   ratio {:.2}× ({})",
+            d / n,
+            debug.boot.accel.as_str()
+        ));
+        json.insert(
+            name.into(),
+            serde_json::json!({"normal_s": n, "debug_s": d, "ratio": d / n, "accel": debug.boot.accel.as_str(), "runs": runs}),
+        );
+    }
+    Ok((rows, json.into()))
 }
 
 /// One bare boot: QEMU alone, init powers off immediately.
@@ -169,28 +242,25 @@ pub fn run(b: &BenchArgs) -> Result<()> {
         noop.as_secs_f64()
     ));
     json.insert("noop_build_s".into(), noop.as_secs_f64().into());
+    if b.debug {
+        let (r, j) = debug_boots(runs)?;
+        rows.extend(r);
+        json.insert("debug_boot".into(), j);
+    }
     if !b.no_suite {
-        let log = out.join("bench-suite.log");
-        let logf = std::fs::File::create(&log)?;
-        let t0 = Instant::now();
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["xtask", "test", "--", "--quiet"])
-            .current_dir(repo_root())
-            .stdout(logf.try_clone()?)
-            .stderr(logf)
-            .status()
-            .context("running the suite")?;
-        let suite = t0.elapsed();
-        let verdict = if status.success() {
-            "passed".to_string()
-        } else {
-            format!("FAILED, see {}", log.display())
-        };
+        let (secs, verdict) = suite(&[], &out.join("bench-suite.log"))?;
         rows.push(format!(
-            "warm VM suite (`cargo xtask test`, {verdict}): {:.1} s",
-            suite.as_secs_f64()
+            "warm VM suite (`cargo xtask test`, {verdict}): {secs:.1} s"
         ));
-        json.insert("warm_suite_s".into(), suite.as_secs_f64().into());
+        json.insert("warm_suite_s".into(), secs.into());
+        if b.debug {
+            let (d, verdict) = suite(&["--debug"], &out.join("bench-suite-debug.log"))?;
+            rows.push(format!(
+                "warm VM suite on the debug kernels (`cargo xtask test --debug`, {verdict}): {d:.1} s ({:.2}×)",
+                d / secs
+            ));
+            json.insert("warm_suite_debug_s".into(), d.into());
+        }
     }
     for (label, machine, file) in OP_RATES {
         let per_second = op_rate(machine, file)?;

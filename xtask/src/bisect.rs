@@ -683,8 +683,17 @@ pub fn bisect(plan: &Plan) -> Result<Outcome> {
         log_dir: log_dir.clone(),
         steps: Vec::new(),
     };
-    let result = walk_range(&mut walk, &good, &bad);
-    let _ = git(&walk.clone.dir, &["bisect", "reset", "--quiet", "HEAD"]);
+    let dir = walk.clone.dir.clone();
+    let result = walk_range(&dir, &good, &bad, &mut |rev| {
+        let v = walk.test(rev)?;
+        let note = walk
+            .steps
+            .last()
+            .map(|s| s.note.clone())
+            .unwrap_or_default();
+        Ok((v, note))
+    });
+    let _ = git(&dir, &["bisect", "reset", "--quiet", "HEAD"]);
     let _ = std::fs::remove_file(&exe);
     let (first_bad, candidates) = result?;
     let commit = |id: &String| Commit {
@@ -702,32 +711,30 @@ pub fn bisect(plan: &Plan) -> Result<Outcome> {
     Ok(outcome)
 }
 
-/// BAD first, then git bisect's picks until it answers.
-fn walk_range(walk: &mut Walk, good: &str, bad: &str) -> Result<(Option<String>, Vec<String>)> {
-    match walk.test(bad)? {
-        Verdict::Bad => {}
-        v => {
-            let note = &walk
-                .steps
-                .last()
-                .map(|s| s.note.clone())
-                .unwrap_or_default();
-            bail!(
-                "the trials do not fail at BAD {} ({}: {note}); nothing to bisect",
-                &bad[..12],
-                v.word()
-            );
-        }
+/// BAD first, then git bisect's picks in the clone `dir` until it
+/// answers; `test` judges a revision (verdict and why).
+fn walk_range(
+    dir: &Path,
+    good: &str,
+    bad: &str,
+    test: &mut dyn FnMut(&str) -> Result<(Verdict, String)>,
+) -> Result<(Option<String>, Vec<String>)> {
+    match test(bad)? {
+        (Verdict::Bad, _) => {}
+        (v, note) => bail!(
+            "the trials do not fail at BAD {} ({}: {note}); nothing to bisect",
+            &bad[..12],
+            v.word()
+        ),
     }
-    let dir = walk.clone.dir.clone();
-    let mut text = bisect_cmd(&dir, &["start", "--no-checkout", bad, good])?;
+    let mut text = bisect_cmd(dir, &["start", "--no-checkout", bad, good])?;
     loop {
         if let Some(answer) = parse_answer(&text) {
             return Ok(answer);
         }
-        let rev = git(&dir, &["rev-parse", "BISECT_HEAD"])?;
-        let v = walk.test(&rev)?;
-        text = bisect_cmd(&dir, &[v.word(), &rev])?;
+        let rev = git(dir, &["rev-parse", "BISECT_HEAD"])?;
+        let (v, _) = test(&rev)?;
+        text = bisect_cmd(dir, &[v.word(), &rev])?;
     }
 }
 
@@ -905,6 +912,93 @@ mod tests {
         assert_eq!(o(6).build_bound(), 4);
         assert_eq!(o(8).build_bound(), 4);
         assert_eq!(o(9).build_bound(), 5);
+    }
+
+    /// A linear history of `n` commits after a root, in a fresh repository.
+    fn history(dir: &Path, n: usize) -> Vec<String> {
+        let g = |args: &[&str]| {
+            let out = Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        std::fs::create_dir_all(dir).unwrap();
+        g(&["init", "-q"]);
+        (0..=n)
+            .map(|i| {
+                g(&["commit", "-q", "--allow-empty", "-m", &format!("c{i}")]);
+                g(&["rev-parse", "HEAD"])
+            })
+            .collect()
+    }
+
+    /// git bisect in a clone, driven by a tester: the first bad commit in
+    /// ⌈log2 N⌉+1 tests, skips around it leave candidates, BAD must be bad.
+    #[test]
+    fn the_walk_finds_the_first_bad_commit_or_the_candidates() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = history(&tmp.path().join("r"), 12);
+        let clone = tmp.path().join("clone");
+        let out = Command::new("git")
+            .args(["clone", "-q", "--shared", "--no-checkout"])
+            .arg(tmp.path().join("r"))
+            .arg(&clone)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let index = |rev: &str| c.iter().position(|x| x == rev).unwrap();
+        for first_bad in 1..=12 {
+            let mut tested = 0;
+            let (found, _) = walk_range(&clone, &c[0], &c[12], &mut |rev| {
+                tested += 1;
+                let v = if index(rev) >= first_bad {
+                    Verdict::Bad
+                } else {
+                    Verdict::Good
+                };
+                Ok((v, String::new()))
+            })
+            .unwrap();
+            let _ = git(&clone, &["bisect", "reset", "--quiet", "HEAD"]);
+            assert_eq!(
+                found.as_deref(),
+                Some(c[first_bad].as_str()),
+                "first bad c{first_bad}"
+            );
+            assert!(tested <= 5, "{tested} tests for 12 commits");
+        }
+        // c5 is the first bad one, but c4 and c5 cannot be judged.
+        let (found, cands) = walk_range(&clone, &c[0], &c[12], &mut |rev| {
+            Ok(match index(rev) {
+                4 | 5 => (Verdict::Skip, "flaky".into()),
+                i if i >= 5 => (Verdict::Bad, String::new()),
+                _ => (Verdict::Good, String::new()),
+            })
+        })
+        .unwrap();
+        let _ = git(&clone, &["bisect", "reset", "--quiet", "HEAD"]);
+        assert!(found.is_none());
+        let mut cands: Vec<usize> = cands.iter().map(|r| index(r)).collect();
+        cands.sort();
+        assert_eq!(cands, vec![4, 5, 6]);
+        let e = walk_range(&clone, &c[0], &c[12], &mut |_| {
+            Ok((Verdict::Good, "passed".into()))
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("do not fail at BAD") && e.contains("passed"),
+            "{e}"
+        );
     }
 
     /// Errors name the cause before anything is built: not a git tree, an

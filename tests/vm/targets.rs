@@ -98,10 +98,16 @@ pub fn ssh_loopback(m: &Manifest, _machine: &str, trial: &str) -> Result<(), Fai
     Ok(())
 }
 
-/// The pseries console on a unix socket, driven like a board's: shell prompt,
-/// printk noise started on purpose, the agent's framed results read back
-/// from between the kernel messages, and a real scenario passes that way.
-pub fn serial_console(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
+/// A machine booted with its console on a unix socket, for a serial session.
+struct ConsoleVm {
+    /// Holds the socket; removed when dropped.
+    _dir: tempfile::TempDir,
+    sock: std::path::PathBuf,
+    log_dir: std::path::PathBuf,
+    vm: harness::vm::Vm,
+}
+
+fn console_vm(m: &Manifest, machine: &str, trial: &str) -> Result<ConsoleVm, Failed> {
     let dir = tempfile::Builder::new()
         .prefix("iobench-serial-")
         .tempdir()?;
@@ -109,6 +115,24 @@ pub fn serial_console(m: &Manifest, machine: &str, trial: &str) -> Result<(), Fa
     let s = spec(m, machine, trial, GuestMode::Shell, "")?;
     let log_dir = s.log_dir.clone();
     let vm = iobench_tests::fixture::console_machine(s, &sock)?;
+    Ok(ConsoleVm {
+        _dir: dir,
+        sock,
+        log_dir,
+        vm,
+    })
+}
+
+/// The pseries console on a unix socket, driven like a board's: shell prompt,
+/// printk noise started on purpose, the agent's framed results read back
+/// from between the kernel messages, and a real scenario passes that way.
+pub fn serial_console(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
+    let ConsoleVm {
+        _dir,
+        sock,
+        log_dir,
+        vm,
+    } = console_vm(m, machine, trial)?;
     let def = SerialDef {
         description: "pseries console".into(),
         arch: harness::machine::Arch::Ppc64le,
@@ -447,13 +471,12 @@ pub fn ssh_policy(m: &Manifest, _machine: &str, trial: &str) -> Result<(), Faile
 /// through, and the agent refuses its bind; with no devices declared, the
 /// host refuses it at once, naming the step.
 pub fn serial_policy(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
-    let dir = tempfile::Builder::new()
-        .prefix("iobench-serial-")
-        .tempdir()?;
-    let sock = dir.path().join("console.sock");
-    let s = spec(m, machine, trial, GuestMode::Shell, "")?;
-    let log_dir = s.log_dir.clone();
-    let vm = iobench_tests::fixture::console_machine(s, &sock)?;
+    let ConsoleVm {
+        _dir,
+        sock,
+        log_dir,
+        vm,
+    } = console_vm(m, machine, trial)?;
     let lab = m
         .scenarios_dir
         .parent()

@@ -13,6 +13,8 @@
 //! (`xtask::kernel`, cached by commit), and the trials run through this
 //! same binary's `test --kernel IMAGE --exact TRIAL --json F`.  BAD is
 //! tested first: a trial that does not fail there leaves nothing to find.
+//! GOOD is taken on trust, except when the answer would be its child
+//! (every revision tested was bad): then it is tested too.
 //!
 //! A revision is *bad* when a trial fails (an expected failure of a
 //! `known_bug` scenario counts: the behaviour it checks is broken) in
@@ -146,11 +148,7 @@ pub fn judge_record(record: Option<&serde_json::Value>, scenario: bool, why: &st
         .iter()
         .find_map(|k| r[*k].as_str())
         .unwrap_or_default();
-    let first = text
-        .lines()
-        .find(|l| !l.trim().is_empty() && !l.starts_with('='))
-        .unwrap_or("")
-        .to_string();
+    let first = gist(text);
     match r["status"].as_str().unwrap_or("missing") {
         "passed" => RunResult::Pass,
         "expected_failure" => RunResult::Fail(format!("expected failure: {first}")),
@@ -165,6 +163,29 @@ pub fn judge_record(record: Option<&serde_json::Value>, scenario: bool, why: &st
         "ignored" => RunResult::Unclear(format!("ignored: {first}")),
         other => RunResult::Unclear(format!("status {other}: {first}")),
     }
+}
+
+/// A failure message in a line: the failing step with its expected and
+/// actual values, else the first line that says something.
+fn gist(message: &str) -> String {
+    let lines: Vec<&str> = message.lines().collect();
+    if let Some(i) = lines.iter().position(|l| l.starts_with("step ")) {
+        let mut s = lines[i].to_string();
+        for l in lines.iter().skip(i + 1).take(2) {
+            let l = l.trim();
+            if let Some(v) = l.strip_prefix("expected:") {
+                s += &format!(": expected {}", v.trim());
+            } else if let Some(v) = l.strip_prefix("actual:") {
+                s += &format!(", actual {}", v.trim());
+            }
+        }
+        return s;
+    }
+    lines
+        .iter()
+        .find(|l| !l.trim().is_empty() && !l.starts_with('=') && !l.starts_with("file: "))
+        .unwrap_or(&"")
+        .to_string()
 }
 
 /// A trial's verdict over its runs: bad only if every run failed, good only
@@ -220,7 +241,11 @@ pub fn combine(trials: &[(String, Verdict, String)]) -> (Verdict, String) {
     if let Some((t, _, why)) = trials.iter().find(|(_, v, _)| *v == Verdict::Skip) {
         return (Verdict::Skip, format!("{t}: {why}"));
     }
-    (Verdict::Good, "passed".into())
+    let said: Vec<String> = trials
+        .iter()
+        .map(|(t, _, why)| format!("{t} {why}"))
+        .collect();
+    (Verdict::Good, said.join("; "))
 }
 
 /// `git -C dir ARGS`: its stdout, trimmed; an error names the command and
@@ -730,6 +755,21 @@ fn walk_range(
     let mut text = bisect_cmd(dir, &["start", "--no-checkout", bad, good])?;
     loop {
         if let Some(answer) = parse_answer(&text) {
+            // Every revision tested was bad: GOOD itself may be bad too
+            // (it is taken on trust otherwise).
+            if let (Some(first), _) = &answer
+                && git(dir, &["rev-list", "--count", &format!("{good}..{first}")])? == "1"
+            {
+                match test(good)? {
+                    (Verdict::Good, _) => {}
+                    (v, note) => bail!(
+                        "the answer would be GOOD's child {}, but GOOD {} is not good either ({}: {note})",
+                        &first[..12],
+                        &good[..12],
+                        v.word()
+                    ),
+                }
+            }
             return Ok(answer);
         }
         let rev = git(dir, &["rev-parse", "BISECT_HEAD"])?;
@@ -839,6 +879,19 @@ mod tests {
         ));
         assert!(
             matches!(judge_record(None, true, "no report"), RunResult::Unclear(w) if w == "no report")
+        );
+    }
+
+    #[test]
+    fn a_failure_is_said_in_a_line() {
+        let m = "===== scenario regress::tce_info_fields failed =====\nfile: /x.toml\nstep 4 (line spapr_container:21): vfio.set_iommu\n  expected: ok\n  actual:   EINVAL (22)\n    #  line\n";
+        assert_eq!(
+            gist(m),
+            "step 4 (line spapr_container:21): vfio.set_iommu: expected ok, actual EINVAL (22)"
+        );
+        assert_eq!(
+            gist("=====\nfile: /x\nkernel: the kernel reported WARNING\n"),
+            "kernel: the kernel reported WARNING"
         );
     }
 
@@ -974,7 +1027,9 @@ mod tests {
                 Some(c[first_bad].as_str()),
                 "first bad c{first_bad}"
             );
-            assert!(tested <= 5, "{tested} tests for 12 commits");
+            // ⌈log2 12⌉+1, and GOOD when the answer is its child.
+            let bound = if first_bad == 1 { 6 } else { 5 };
+            assert!(tested <= bound, "{tested} tests for 12 commits");
         }
         // c5 is the first bad one, but c4 and c5 cannot be judged.
         let (found, cands) = walk_range(&clone, &c[0], &c[12], &mut |rev| {
@@ -990,6 +1045,17 @@ mod tests {
         let mut cands: Vec<usize> = cands.iter().map(|r| index(r)).collect();
         cands.sort();
         assert_eq!(cands, vec![4, 5, 6]);
+        // All bad, GOOD too: said, not answered with GOOD's child.
+        let e = walk_range(&clone, &c[0], &c[12], &mut |_| {
+            Ok((Verdict::Bad, "failed".into()))
+        })
+        .unwrap_err()
+        .to_string();
+        let _ = git(&clone, &["bisect", "reset", "--quiet", "HEAD"]);
+        assert!(
+            e.contains("GOOD") && e.contains("is not good either"),
+            "{e}"
+        );
         let e = walk_range(&clone, &c[0], &c[12], &mut |_| {
             Ok((Verdict::Good, "passed".into()))
         })

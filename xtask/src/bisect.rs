@@ -453,7 +453,7 @@ impl Walk<'_> {
                 let text = chain.join(": ");
                 std::fs::write(step_dir.join("build-error.txt"), &text)?;
                 let first = text.lines().next().unwrap_or_default().to_string();
-                (Verdict::Skip, format!("does not build: {first}"), false)
+                (Verdict::Skip, format!("not built: {first}"), false)
             }
             Ok((images, cached)) => {
                 let mut per_trial = Vec::new();
@@ -797,7 +797,7 @@ pub fn summary(o: &Outcome) -> String {
     }
     let _ = writeln!(
         s,
-        "builds: {} for {} commits (bound ⌈log2 N⌉+1 = {}; * from the cache)",
+        "revisions built and tested: {} of {} commits (bound ⌈log2 N⌉+1 = {}; * kernel from the cache)",
         o.steps.len(),
         o.range,
         o.build_bound()

@@ -15,6 +15,10 @@
 //! after boot) is scanned for and cleared once, before the first kernel log
 //! delta of the session, so it counts for no scenario.
 //!
+//! kmemleak also scans every live task's whole kernel stack, where a
+//! scenario's ioctls leave stale pointers to what they allocated, so on such
+//! a kernel `session` runs each scenario in a thread that ends with it.
+//!
 //! Nothing here imports the rest of the crate.
 
 use std::io::Write as _;
@@ -110,20 +114,15 @@ pub fn lines(report: &str) -> Vec<String> {
     out
 }
 
-/// `[seconds.micros] text`, the time since boot, as the kernel log's lines.
+/// `[seconds.micros] text`, on the kernel log's clock (monotonic since boot).
 fn stamp(text: &str) -> String {
-    let up = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
-    let secs: f64 = up
-        .split_whitespace()
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0.0);
-    let micros = (secs * 1e6) as u64;
-    format!(
-        "[{:5}.{:06}] {text}",
-        micros / 1_000_000,
-        micros % 1_000_000
-    )
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill in.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    format!("[{:5}.{:06}] {text}", ts.tv_sec, ts.tv_nsec / 1000)
 }
 
 #[cfg(test)]

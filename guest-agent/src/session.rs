@@ -33,6 +33,32 @@ impl<W: Write> Out<W> {
     }
 }
 
+/// Runs `scenario` in a thread of its own, passing its steps on to `out`.
+/// kmemleak scans every live task's whole kernel stack, where the ioctls
+/// of a scenario leave stale pointers to what they allocated (a leaked
+/// object would look referenced); the thread's stack goes with it.
+fn run_in_thread<W: Write>(
+    scenario: &proto::Scenario,
+    guard: Option<&crate::guard::Guard>,
+    out: &mut Out<W>,
+) -> Result<proto::ScenarioOutcome, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let runner = s.spawn(move || {
+            crate::scenario::run(scenario, guard, |step| {
+                tx.send(step.clone()).map_err(|e| e.to_string())
+            })
+        });
+        // Ends when the runner drops its sender, i.e. when it is done.
+        for step in rx {
+            out.send(&AgentMsg::Step(step))?;
+        }
+        runner
+            .join()
+            .map_err(|_| "the scenario's thread panicked".to_string())?
+    })
+}
+
 /// Serves requests from `r`, answering on `w`.
 pub fn serve<R: BufRead, W: Write>(mut r: R, w: W, frames: bool) -> Result<End, String> {
     let mut out = Out { w, frames };
@@ -86,12 +112,16 @@ pub fn serve<R: BufRead, W: Write>(mut r: R, w: W, frames: bool) -> Result<End, 
                 out.send(&AgentMsg::Dmesg { lines })?
             }
             HostMsg::Run { scenario } => {
-                let done = crate::scenario::run(&scenario, guard.as_ref(), |step| {
-                    out.send(&AgentMsg::Step(step.clone()))
-                })?;
-                if let Some(k) = leaks.as_mut() {
-                    k.ran();
-                }
+                let done = match leaks.as_mut() {
+                    None => crate::scenario::run(&scenario, guard.as_ref(), |step| {
+                        out.send(&AgentMsg::Step(step.clone()))
+                    })?,
+                    Some(k) => {
+                        let done = run_in_thread(&scenario, guard.as_ref(), &mut out)?;
+                        k.ran();
+                        done
+                    }
+                };
                 out.send(&AgentMsg::Done(done))?;
             }
             HostMsg::Shutdown { poweroff } => {

@@ -12,8 +12,9 @@
 //! never reports an object younger than five seconds at the scan's start
 //! (`MSECS_MIN_AGE`), so a scan waits until [`MIN_AGE`] has passed since the
 //! scenario ended.  What boot leaves unreferenced (false positives right
-//! after boot) is scanned for and cleared once, before the first kernel log
-//! delta of the session, so it counts for no scenario.
+//! after boot) is scanned for and cleared once ([`prime`]), when the agent
+//! starts and before it connects, so it counts for no scenario and no
+//! request waits for it (the debug kernels' boot to agent-ready includes it).
 //!
 //! kmemleak also scans every live task's whole kernel stack, where a
 //! scenario's ioctls leave stale pointers to what they allocated, so on such
@@ -35,8 +36,6 @@ const MAX_LINES: usize = 400;
 
 /// The leak checker of one session, when the kernel has kmemleak.
 pub struct Kmemleak {
-    /// The boot-time scan and clear are done.
-    primed: bool,
     /// When the last scenario ended, if no scan followed it yet.
     ran: Option<Instant>,
 }
@@ -44,10 +43,9 @@ pub struct Kmemleak {
 impl Kmemleak {
     /// A checker, if the kernel has kmemleak (and debugfs is mounted).
     pub fn detect() -> Option<Kmemleak> {
-        std::path::Path::new(PATH).exists().then_some(Kmemleak {
-            primed: false,
-            ran: None,
-        })
+        std::path::Path::new(PATH)
+            .exists()
+            .then_some(Kmemleak { ran: None })
     }
 
     /// A scenario just ended: the next [`Kmemleak::before_dmesg`] scans.
@@ -55,20 +53,11 @@ impl Kmemleak {
         self.ran = Some(Instant::now());
     }
 
-    /// Called before a kernel log delta is read: the first time, scans and
-    /// clears what boot left; after a scenario, scans and returns the new
-    /// unreferenced objects as log lines (`[uptime] unreferenced object …`
-    /// and its indented details), or a line saying why it could not.
+    /// Called before a kernel log delta is read: after a scenario, scans
+    /// and returns the new unreferenced objects as log lines (`[uptime]
+    /// unreferenced object …` and its indented details), or a line saying
+    /// why it could not.
     pub fn before_dmesg(&mut self) -> Vec<String> {
-        if !self.primed {
-            self.primed = true;
-            self.ran = None;
-            std::thread::sleep(MIN_AGE);
-            return match scan().and_then(|_| clear()) {
-                Ok(()) => Vec::new(),
-                Err(e) => vec![stamp(&format!("iobench: kmemleak scan failed: {e}"))],
-            };
-        }
         let Some(ended) = self.ran.take() else {
             return Vec::new();
         };
@@ -80,6 +69,14 @@ impl Kmemleak {
             Err(e) => vec![stamp(&format!("iobench: kmemleak scan failed: {e}"))],
         }
     }
+}
+
+/// Scans for and clears what boot left unreferenced, once everything boot
+/// allocated is old enough to be reported; an error says why it could not.
+pub fn prime() -> std::io::Result<()> {
+    std::thread::sleep(MIN_AGE);
+    scan()?;
+    clear()
 }
 
 fn write(cmd: &str) -> std::io::Result<()> {

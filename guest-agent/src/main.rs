@@ -153,6 +153,12 @@ fn main() -> ExitCode {
             Err(e) => eprintln!("guest-agent: binding {vendor:04x}:{device:04x} to vfio-pci: {e}"),
         }
     }
+    // A debug kernel: what boot left unreferenced is no scenario's leak.
+    if kmemleak::Kmemleak::detect().is_some() {
+        if let Err(e) = kmemleak::prime() {
+            eprintln!("guest-agent: kmemleak: {e}");
+        }
+    }
     if let (Some(port), None) = (opts.listen, &opts.port) {
         let frames = opts.frames;
         match vsock::listen(port) {

@@ -36,23 +36,33 @@ impl<W: Write> Out<W> {
 /// Runs `scenario` in a thread of its own, passing its steps on to `out`.
 /// kmemleak scans every live task's whole kernel stack, where the ioctls
 /// of a scenario leave stale pointers to what they allocated (a leaked
-/// object would look referenced); the thread's stack goes with it.
+/// object would look referenced); the thread's stack goes with it.  Each
+/// step waits until it is sent, as without the thread (a step that kills
+/// the agent comes after the previous one reached the host).
 fn run_in_thread<W: Write>(
     scenario: &proto::Scenario,
     guard: Option<&crate::guard::Guard>,
     out: &mut Out<W>,
 ) -> Result<proto::ScenarioOutcome, String> {
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (step_tx, step_rx) = std::sync::mpsc::channel();
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     std::thread::scope(|s| {
         let runner = s.spawn(move || {
             crate::scenario::run(scenario, guard, |step| {
-                tx.send(step.clone()).map_err(|e| e.to_string())
+                step_tx.send(step.clone()).map_err(|e| e.to_string())?;
+                sent_rx.recv().map_err(|e| e.to_string())?
             })
         });
         // Ends when the runner drops its sender, i.e. when it is done.
-        for step in rx {
-            out.send(&AgentMsg::Step(step))?;
+        for step in step_rx {
+            let sent = out.send(&AgentMsg::Step(step));
+            let failed = sent.is_err();
+            let _ = sent_tx.send(sent);
+            if failed {
+                break;
+            }
         }
+        drop(sent_tx);
         runner
             .join()
             .map_err(|_| "the scenario's thread panicked".to_string())?

@@ -967,23 +967,26 @@ mod tests {
         assert_eq!(o(9).build_bound(), 5);
     }
 
+    /// Runs git in `dir`; panics on failure; its trimmed output.
+    fn git_in(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// A linear history of `n` commits after a root, in a fresh repository.
     fn history(dir: &Path, n: usize) -> Vec<String> {
-        let g = |args: &[&str]| {
-            let out = Command::new("git")
-                .arg("-C")
-                .arg(dir)
-                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        };
+        let g = |args: &[&str]| git_in(dir, args);
         std::fs::create_dir_all(dir).unwrap();
         g(&["init", "-q"]);
         (0..=n)
@@ -1087,18 +1090,7 @@ mod tests {
         let repo = tmp.path().join("r");
         std::fs::create_dir_all(&repo).unwrap();
         let g = |args: &[&str]| {
-            let out = Command::new("git")
-                .arg("-C")
-                .arg(&repo)
-                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            git_in(&repo, args);
         };
         g(&["init", "-q"]);
         g(&["commit", "-q", "--allow-empty", "-m", "one"]);

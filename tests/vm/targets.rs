@@ -30,19 +30,27 @@ fn expect_refused(
     }
 }
 
+/// Opens sessions to an SSH stand-in with the manifest's x86_64 agent,
+/// logging under the trial's directory.
+fn ssh_opener(
+    m: &Manifest,
+    trial: &str,
+) -> Result<impl Fn(harness::target::SshDef) -> Result<Session, TargetError>, Failed> {
+    let agent = m
+        .agents
+        .get(&harness::machine::Arch::X86_64)
+        .ok_or("no x86_64 agent in the manifest")?
+        .clone();
+    let log_dir = m.log_root.join(trial.replace("::", "/"));
+    Ok(move |d| Session::open("ssh-loopback", &TargetDef::Ssh(d), &log_dir, Some(&agent)))
+}
+
 /// SSH to a real sshd on loopback: unknown and changed host keys are refused,
 /// trust-on-first-use records the key, the agent is copied, answers inventory
 /// and a scenario honestly, and its directory is gone afterwards.
 pub fn ssh_loopback(m: &Manifest, _machine: &str, trial: &str) -> Result<(), Failed> {
     let sshd = iobench_tests::fixture::LoopbackSshd::start()?;
-    let agent = m
-        .agents
-        .get(&harness::machine::Arch::X86_64)
-        .ok_or("no x86_64 agent in the manifest")?;
-    let log_dir = m.log_root.join(trial.replace("::", "/"));
-    let open = |d: harness::target::SshDef| {
-        Session::open("ssh-loopback", &TargetDef::Ssh(d), &log_dir, Some(agent))
-    };
+    let open = ssh_opener(m, trial)?;
     let dir = sshd.dir.path();
     let mut unknown = sshd.target();
     unknown.known_hosts = Some(dir.join("empty_known_hosts"));
@@ -259,14 +267,7 @@ pub fn target_trials(
 /// impersonated machine) is refused, trust-on-first-use or not.
 pub fn ssh_host_key_changed(m: &Manifest, _machine: &str, trial: &str) -> Result<(), Failed> {
     let mut sshd = iobench_tests::fixture::LoopbackSshd::start()?;
-    let agent = m
-        .agents
-        .get(&harness::machine::Arch::X86_64)
-        .ok_or("no x86_64 agent in the manifest")?;
-    let log_dir = m.log_root.join(trial.replace("::", "/"));
-    let open = |d: harness::target::SshDef| {
-        Session::open("ssh-loopback", &TargetDef::Ssh(d), &log_dir, Some(agent))
-    };
+    let open = ssh_opener(m, trial)?;
     open(sshd.target()).or_fail()?.close().or_fail()?;
     let before = std::fs::read_to_string(sshd.dir.path().join("known_hosts"))?;
     sshd.restart_with_new_host_key()?;
@@ -388,19 +389,14 @@ pub fn ssh_policy(m: &Manifest, _machine: &str, trial: &str) -> Result<(), Faile
 
     // Layer 2: the agent, under a policy that declares the root disk.
     let sshd = iobench_tests::fixture::LoopbackSshd::start()?;
-    let agent = m
-        .agents
-        .get(&harness::machine::Arch::X86_64)
-        .ok_or("no x86_64 agent in the manifest")?;
-    let log_dir = m.log_root.join(trial.replace("::", "/"));
+    let open = ssh_opener(m, trial)?;
     let root_disk = root_disk_function();
     let mut d = sshd.target();
     d.devices = root_disk
         .iter()
         .map(|b| decl(b, None))
         .collect::<Result<_, _>>()?;
-    let mut session =
-        Session::open("ssh-loopback", &TargetDef::Ssh(d), &log_dir, Some(agent)).or_fail()?;
+    let mut session = open(d).or_fail()?;
     let scratch = std::env::temp_dir().join(format!("iobench-policy-{}", std::process::id()));
     let write = forced(
         "write_outside",

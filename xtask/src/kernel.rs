@@ -44,6 +44,27 @@ pub struct Flavour {
 }
 
 impl Flavour {
+    /// The options its fragments ask for, read and merged in order (errors
+    /// name the fragment, relative to the repository, and the line).
+    pub fn wants(&self) -> Result<Vec<Want>> {
+        let frags: Vec<(String, String)> = self
+            .fragments
+            .iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading fragment {}", p.display()))?;
+                Ok((
+                    p.strip_prefix(repo_root())
+                        .unwrap_or(p)
+                        .display()
+                        .to_string(),
+                    text,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        parse_fragments(&frags)
+    }
+
     /// The build of `kind`: its fragments are `common`, the arch's, the
     /// flavour's own.
     pub fn new(kind: KernelFlavour) -> Flavour {
@@ -285,22 +306,7 @@ pub fn debian_tree() -> Result<PathBuf> {
 pub fn build(flavour: &Flavour, src: &Source, patches: &[Patch]) -> Result<Built> {
     let sh = Shell::new()?;
     crate::deps::require(&["make", "flex", "bison", "bc", flavour.compiler()])?;
-    let frags: Vec<(String, String)> = flavour
-        .fragments
-        .iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("reading fragment {}", p.display()))?;
-            Ok((
-                p.strip_prefix(repo_root())
-                    .unwrap_or(p)
-                    .display()
-                    .to_string(),
-                text,
-            ))
-        })
-        .collect::<Result<_>>()?;
-    let wants = parse_fragments(&frags)?;
+    let wants = flavour.wants()?;
     let config = merged(&wants);
     let (srcdir, ident) = prepare_source(&sh, src)?;
     let ident = ident + &crate::patch::identity(patches);
@@ -491,12 +497,7 @@ mod tests {
         let mut keys = Vec::new();
         for f in KernelFlavour::ALL {
             let fl = Flavour::new(f);
-            let frags: Vec<_> = fl
-                .fragments
-                .iter()
-                .map(|p| (p.display().to_string(), std::fs::read_to_string(p).unwrap()))
-                .collect();
-            let w = parse_fragments(&frags).unwrap();
+            let w = fl.wants().unwrap();
             assert!(w.iter().any(|w| w.name == "CONFIG_IOMMUFD_TEST"), "{f}");
             if fl.arch == Arch::Ppc64le {
                 assert!(
@@ -515,12 +516,7 @@ mod tests {
         for f in KernelFlavour::ALL {
             let fl = Flavour::with_debug(f, true);
             assert_eq!(fl.name(), format!("{f}-debug"));
-            let frags: Vec<_> = fl
-                .fragments
-                .iter()
-                .map(|p| (p.display().to_string(), std::fs::read_to_string(p).unwrap()))
-                .collect();
-            let w = parse_fragments(&frags).unwrap();
+            let w = fl.wants().unwrap();
             let has = |n: &str| {
                 w.iter()
                     .any(|w| w.name == n && w.value.as_deref() == Some("y"))

@@ -202,6 +202,13 @@ bug = "0001"
         }
     }
 
+    fn einval() -> Actual {
+        Actual::Errno {
+            name: "EINVAL".into(),
+            code: 22,
+        }
+    }
+
     fn run(results: Vec<StepResult>, outcome: Result<bool, &str>) -> RunResult {
         RunResult {
             outcome: outcome
@@ -328,17 +335,7 @@ bug = "0001"
         );
         // 6.12 with 0001 only, passing: 0003 did not show.
         let mut passed = run(
-            vec![
-                step(0, true, ok.clone()),
-                step(
-                    1,
-                    true,
-                    Actual::Errno {
-                        name: "EINVAL".into(),
-                        code: 22,
-                    },
-                ),
-            ],
+            vec![step(0, true, ok.clone()), step(1, true, einval())],
             Ok(true),
         );
         passed.kernel_release = Some("6.12.95".into());
@@ -461,14 +458,7 @@ bug = "0001"
         let passed = run(
             vec![
                 step(0, true, Actual::Value(serde_json::Value::Null)),
-                step(
-                    1,
-                    true,
-                    Actual::Errno {
-                        name: "EINVAL".into(),
-                        code: 22,
-                    },
-                ),
+                step(1, true, einval()),
             ],
             Ok(true),
         );
@@ -487,10 +477,7 @@ bug = "0001"
     fn a_kernel_report_during_the_marked_step() {
         let f = file();
         let ok = Actual::Value(serde_json::Value::Null);
-        let einval = Actual::Errno {
-            name: "EINVAL".into(),
-            code: 22,
-        };
+        let einval = einval();
         let warn = [
             "[    7.000001] ------------[ cut here ]------------",
             "[    7.000002] WARNING: CPU: 0 PID: 95 at drivers/vfio/vfio_iommu_spapr_tce.c:812 tce_iommu_ioctl+0x5c4/0x7a0",

@@ -63,6 +63,20 @@ impl Args {
             .map_err(|_| OpError::Error(format!("{key} does not fit 32 bits")))
     }
 
+    /// An optional number that must fit 32 bits.
+    pub fn opt_u32(&self, key: &str) -> Result<Option<u32>, OpError> {
+        self.opt_u64(key)?
+            .map(|v| {
+                u32::try_from(v).map_err(|_| OpError::Error(format!("{key} does not fit 32 bits")))
+            })
+            .transpose()
+    }
+
+    /// A 32-bit number with a default.
+    pub fn u32_or(&self, key: &str, default: u32) -> Result<u32, OpError> {
+        Ok(self.opt_u32(key)?.unwrap_or(default))
+    }
+
     /// A boolean with a default.
     pub fn bool_or(&self, key: &str, default: bool) -> Result<bool, OpError> {
         match self.opt(key) {
@@ -79,6 +93,24 @@ impl Args {
         self.get(key)?
             .as_str()
             .ok_or_else(|| OpError::Error(format!("{key}: expected text")))
+    }
+
+    /// A string with a default.
+    pub fn str_or<'a>(&'a self, key: &str, default: &'a str) -> Result<&'a str, OpError> {
+        match self.opt(key) {
+            None => Ok(default),
+            Some(_) => self.str(key),
+        }
+    }
+
+    /// A word of `table` (the first one by default), as its number.
+    pub fn choice(&self, key: &str, table: &[(&str, u32)]) -> Result<u32, OpError> {
+        let word = self.str_or(key, table.first().map_or("", |(w, _)| *w))?;
+        table
+            .iter()
+            .find(|(w, _)| *w == word)
+            .map(|(_, n)| *n)
+            .ok_or_else(|| OpError::Error(format!("{key}: unknown {word:?}")))
     }
 
     /// A required pattern.

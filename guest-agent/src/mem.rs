@@ -1,32 +1,63 @@
 //! Memory buffers that scenarios map for DMA: page-aligned anonymous (or
-//! hugetlb) mappings, filled and checked with byte patterns.
+//! hugetlb) mappings, or shared mappings of a memfd (whose file
+//! `IOMMU_IOAS_MAP_FILE` maps), filled and checked with byte patterns.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use iobench_proto::ops::Pattern;
 
-/// A private anonymous mapping, unmapped on drop.
+/// A private anonymous mapping, or a shared mapping of a memfd; unmapped on drop.
 pub struct Buffer {
     ptr: *mut u8,
     len: usize,
+    /// The memfd behind a shared mapping.
+    file: Option<OwnedFd>,
 }
 
 impl Buffer {
     /// Maps `len` bytes (rounded up to the page), touching every page so it is backed.
     pub fn new(len: usize, hugetlb: bool) -> Result<Buffer, String> {
+        Self::map(len, hugetlb, None)
+    }
+
+    /// A memfd of `len` bytes, mapped shared (and touched) like [`Buffer::new`].
+    pub fn memfd(len: usize, hugetlb: bool) -> Result<Buffer, String> {
+        let flags = libc::MFD_CLOEXEC | if hugetlb { libc::MFD_HUGETLB } else { 0 };
+        // SAFETY: a NUL-terminated name; the result is a new descriptor or -1.
+        let fd = unsafe { libc::memfd_create(c"iobench".as_ptr(), flags) };
+        if fd < 0 {
+            return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: memfd_create returned a descriptor nothing else owns.
+        let file = unsafe { OwnedFd::from_raw_fd(fd) };
+        let size = libc::off_t::try_from(len).map_err(|_| format!("{len:#x} bytes"))?;
+        // SAFETY: plain syscall on our own descriptor.
+        if unsafe { libc::ftruncate(file.as_raw_fd(), size) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(format!("ftruncate of the memfd to {len:#x} bytes: {e}"));
+        }
+        Self::map(len, hugetlb, Some(file))
+    }
+
+    fn map(len: usize, hugetlb: bool, file: Option<OwnedFd>) -> Result<Buffer, String> {
         if len == 0 {
             return Err("a buffer needs a size".into());
         }
-        let flags = libc::MAP_PRIVATE
-            | libc::MAP_ANONYMOUS
-            | libc::MAP_POPULATE
-            | if hugetlb { libc::MAP_HUGETLB } else { 0 };
-        // SAFETY: a fresh anonymous mapping; no existing memory is affected.
+        let kind = match file {
+            Some(_) => libc::MAP_SHARED,
+            None => libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        };
+        let flags = kind | libc::MAP_POPULATE | if hugetlb { libc::MAP_HUGETLB } else { 0 };
+        let fd = file.as_ref().map_or(-1, |f| f.as_raw_fd());
+        // SAFETY: a fresh mapping (anonymous, or of our own memfd); no
+        // existing memory is affected.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 flags,
-                -1,
+                fd,
                 0,
             )
         };
@@ -39,7 +70,16 @@ impl Buffer {
             };
             return Err(format!("mmap of {len:#x} bytes: {e}{hint}"));
         }
-        Ok(Buffer { ptr: p.cast(), len })
+        Ok(Buffer {
+            ptr: p.cast(),
+            len,
+            file,
+        })
+    }
+
+    /// The memfd behind the buffer, if it is one.
+    pub fn file(&self) -> Option<BorrowedFd<'_>> {
+        self.file.as_ref().map(|f| f.as_fd())
     }
 
     /// Length in bytes.

@@ -14,7 +14,10 @@
 //! they are built here with `libc::_IO`, which knows each architecture's
 //! direction bits (on powerpc `_IO` sets bit 29; on x86 it does not).  The
 //! iommufd selftest command is not uAPI proper (`iommufd_test.h`), so its
-//! struct is written out here after Linux 6.12.
+//! structs are written out here ([`IommuTestCmd`], [`selftest`]) after
+//! Linux 7.2 (the command's layout is 6.12's); the tests compare every one
+//! of them, the bindings' structs the operations use, and every request
+//! number with the 7.2 headers' text (the test-only `header` reads them).
 
 use std::ffi::CStr;
 use std::marker::PhantomData;
@@ -176,6 +179,20 @@ pub mod iommufd_ioctl {
     pub const VFIO_IOAS: Ioctl<iommu_vfio_ioas> = Ioctl::new(iommufd_io(0x88));
     pub const HWPT_ALLOC: Ioctl<iommu_hwpt_alloc> = Ioctl::new(iommufd_io(0x89));
     pub const GET_HW_INFO: Ioctl<iommu_hw_info> = Ioctl::new(iommufd_io(0x8a));
+    pub const HWPT_SET_DIRTY_TRACKING: Ioctl<iommu_hwpt_set_dirty_tracking> =
+        Ioctl::new(iommufd_io(0x8b));
+    pub const HWPT_GET_DIRTY_BITMAP: Ioctl<iommu_hwpt_get_dirty_bitmap> =
+        Ioctl::new(iommufd_io(0x8c));
+    /// On a nested HWPT or a vIOMMU.
+    pub const HWPT_INVALIDATE: Ioctl<iommu_hwpt_invalidate> = Ioctl::new(iommufd_io(0x8d));
+    pub const FAULT_QUEUE_ALLOC: Ioctl<iommu_fault_alloc> = Ioctl::new(iommufd_io(0x8e));
+    /// Not in Linux 6.12 from here on (it answers ENOTTY).
+    pub const IOAS_MAP_FILE: Ioctl<iommu_ioas_map_file> = Ioctl::new(iommufd_io(0x8f));
+    pub const VIOMMU_ALLOC: Ioctl<iommu_viommu_alloc> = Ioctl::new(iommufd_io(0x90));
+    pub const VDEVICE_ALLOC: Ioctl<iommu_vdevice_alloc> = Ioctl::new(iommufd_io(0x91));
+    pub const IOAS_CHANGE_PROCESS: Ioctl<iommu_ioas_change_process> = Ioctl::new(iommufd_io(0x92));
+    pub const VEVENTQ_ALLOC: Ioctl<iommu_veventq_alloc> = Ioctl::new(iommufd_io(0x93));
+    pub const HW_QUEUE_ALLOC: Ioctl<iommu_hw_queue_alloc> = Ioctl::new(iommufd_io(0x94));
     /// `IOMMU_TEST_CMD` = base + 32.
     pub const TEST_CMD: Ioctl<IommuTestCmd> = Ioctl::new(iommufd_io(0x80 + 32));
 }
@@ -190,6 +207,13 @@ pub mod test_op {
     pub const ACCESS_PAGES: u32 = 7;
     pub const ACCESS_RW: u32 = 8;
     pub const MOCK_DOMAIN_REPLACE: u32 = 10;
+    pub const MOCK_DOMAIN_FLAGS: u32 = 12;
+    pub const DIRTY: u32 = 13;
+    pub const MD_CHECK_IOTLB: u32 = 14;
+    pub const TRIGGER_IOPF: u32 = 15;
+    /// Not in Linux 6.12 from here on (it answers EOPNOTSUPP).
+    pub const DEV_CHECK_CACHE: u32 = 16;
+    pub const TRIGGER_VEVENT: u32 = 17;
     pub const ACCESS_RW_WRITE: u32 = 1;
     pub const ACCESS_CREATE_NEEDS_PIN_PAGES: u32 = 1;
     pub const ACCESS_WRITE: u32 = 1;
@@ -244,6 +268,218 @@ impl IommuTestCmd {
     }
 }
 
+/// The size of `iommu_test_cmd`'s union.
+const TEST_UNION_SIZE: usize = std::mem::size_of::<[u64; 6]>();
+
+/// A member of `iommu_test_cmd`'s union ([`selftest`]'s payload structs).
+///
+/// # Safety
+///
+/// Implementors are `repr(C)` structs of integer fields only, so every bit
+/// pattern is a valid value, at most [`TEST_UNION_SIZE`] bytes and aligned
+/// to at most 8.
+pub unsafe trait TestPayload: Copy + Default {}
+
+/// An `IOMMU_TEST_CMD` operation bound to the union member it reads and
+/// writes, as [`Ioctl`] binds a request to its struct: a wrong payload for
+/// an op does not compile.
+pub struct TestOp<P> {
+    op: u32,
+    payload: PhantomData<fn(&mut P)>,
+}
+
+impl<P: TestPayload> TestOp<P> {
+    /// Binds op number `op` to its payload (private, as [`Ioctl::new`]).
+    const fn new(op: u32) -> Self {
+        assert!(std::mem::size_of::<P>() <= TEST_UNION_SIZE && std::mem::align_of::<P>() <= 8);
+        Self {
+            op,
+            payload: PhantomData,
+        }
+    }
+
+    /// The op number.
+    #[cfg(test)]
+    pub const fn op(&self) -> u32 {
+        self.op
+    }
+
+    /// `IOMMU_TEST_CMD` with this op on object `id`: the kernel reads
+    /// `payload` and writes its outputs back into it.
+    pub fn call(&self, fd: BorrowedFd<'_>, id: u32, payload: &mut P) -> Result<(), Errno> {
+        let mut cmd = IommuTestCmd::new(self.op, id);
+        // SAFETY: `P` is at most the union's size and aligned to at most 8
+        // (`new` asserts it); both are live, distinct values.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (payload as *const P).cast::<u8>(),
+                cmd.u.as_mut_ptr().cast::<u8>(),
+                std::mem::size_of::<P>(),
+            );
+        }
+        iommufd_ioctl::TEST_CMD.call(fd, &mut cmd)?;
+        // SAFETY: as above, and every bit pattern is a valid `P` (`TestPayload`).
+        *payload = unsafe { std::ptr::read(cmd.u.as_ptr().cast::<P>()) };
+        Ok(())
+    }
+}
+
+/// The rest of `iommufd_test.h` the operations use: the union members of
+/// the newer test ops, each bound to its op; the selftest driver's data for
+/// HWPT allocation, invalidation, vIOMMUs and vEVENTs; and its type numbers
+/// and defaults.  Field names are the header's.
+#[allow(missing_docs)]
+pub mod selftest {
+    use super::{TestOp, TestPayload, test_op};
+
+    /// `IOMMU_HWPT_DATA_SELFTEST`: `hwpt_alloc` data is a [`HwptSelftest`].
+    pub const HWPT_DATA_SELFTEST: u32 = 0xdead;
+    /// `IOMMU_HWPT_INVALIDATE_DATA_SELFTEST`: entries are [`HwptInvalidateSelftest`].
+    pub const HWPT_INVALIDATE_DATA_SELFTEST: u32 = 0xdead_beef;
+    /// `IOMMU_HWPT_INVALIDATE_DATA_SELFTEST_INVALID`: a type the mock refuses.
+    pub const HWPT_INVALIDATE_DATA_SELFTEST_INVALID: u32 = 0xdad_beef;
+    /// `IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST`: entries are [`ViommuInvalidateSelftest`].
+    pub const VIOMMU_INVALIDATE_DATA_SELFTEST: u32 = 0xdead_beef;
+    pub const VIOMMU_TYPE_SELFTEST: u32 = 0xdead_beef;
+    pub const VEVENTQ_TYPE_SELFTEST: u32 = 0xbeef_beef;
+    pub const HW_QUEUE_TYPE_SELFTEST: u32 = 0xdead_beef;
+    /// `IOMMU_TEST_IOTLB_DEFAULT`: a mock nested domain's IOTLB entries before invalidation.
+    pub const TEST_IOTLB_DEFAULT: u32 = 0xbad_beef;
+    /// `IOMMU_TEST_INVALIDATE_FLAG_ALL`: invalidate every entry, ignore the id.
+    pub const TEST_INVALIDATE_FLAG_ALL: u32 = 1;
+    /// `MOCK_FLAGS_DEVICE_NO_DIRTY`: a mock device without dirty tracking.
+    pub const MOCK_FLAGS_DEVICE_NO_DIRTY: u32 = 1;
+
+    /// `struct iommu_hwpt_selftest` (7.2; 6.12 has only `iotlb` and
+    /// accepts the zero tail).
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct HwptSelftest {
+        pub iotlb: u32,
+        pub pagetable_type: u32,
+    }
+
+    /// `struct iommu_hwpt_invalidate_selftest`.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct HwptInvalidateSelftest {
+        pub flags: u32,
+        pub iotlb_id: u32,
+    }
+
+    /// `struct iommu_viommu_invalidate_selftest`.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct ViommuInvalidateSelftest {
+        pub flags: u32,
+        pub vdev_id: u32,
+        pub cache_id: u32,
+    }
+
+    /// `struct iommu_viommu_selftest`: `out_data` echoes `in_data`.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct ViommuSelftest {
+        pub in_data: u32,
+        pub out_data: u32,
+        pub out_mmap_offset: u64,
+        pub out_mmap_length: u64,
+    }
+
+    /// `struct iommu_viommu_event_selftest`: the data after a vEVENT header.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct ViommuEventSelftest {
+        pub virt_id: u32,
+    }
+
+    /// `iommu_test_cmd.mock_domain_flags`.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct MockDomainFlags {
+        pub out_stdev_id: u32,
+        pub out_hwpt_id: u32,
+        pub out_idev_id: u32,
+        pub dev_flags: u32,
+    }
+
+    /// `iommu_test_cmd.dirty`: marks the pages of `uptr`'s bitmap dirty.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct Dirty {
+        pub flags: u32,
+        /// C's implicit padding, written out so it is zero.
+        pub pad: u32,
+        pub iova: u64,
+        pub length: u64,
+        pub page_size: u64,
+        pub uptr: u64,
+        pub out_nr_dirty: u64,
+    }
+
+    /// `iommu_test_cmd.check_iotlb`.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct CheckIotlb {
+        pub id: u32,
+        pub iotlb: u32,
+    }
+
+    /// `iommu_test_cmd.trigger_iopf`.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct TriggerIopf {
+        pub dev_id: u32,
+        pub pasid: u32,
+        pub grpid: u32,
+        pub perm: u32,
+        pub addr: u64,
+    }
+
+    /// `iommu_test_cmd.check_dev_cache`.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct CheckDevCache {
+        pub id: u32,
+        pub cache: u32,
+    }
+
+    /// `iommu_test_cmd.trigger_vevent`.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct TriggerVevent {
+        pub dev_id: u32,
+    }
+
+    // SAFETY: repr(C) structs of u32/u64 fields, at most 48 bytes.
+    unsafe impl TestPayload for MockDomainFlags {}
+    // SAFETY: as above.
+    unsafe impl TestPayload for Dirty {}
+    // SAFETY: as above.
+    unsafe impl TestPayload for CheckIotlb {}
+    // SAFETY: as above.
+    unsafe impl TestPayload for TriggerIopf {}
+    // SAFETY: as above.
+    unsafe impl TestPayload for CheckDevCache {}
+    // SAFETY: as above.
+    unsafe impl TestPayload for TriggerVevent {}
+
+    /// A mock device with `dev_flags`, bound and attached to `id` (an IOAS or HWPT).
+    pub const MOCK_DOMAIN_FLAGS: TestOp<MockDomainFlags> = TestOp::new(test_op::MOCK_DOMAIN_FLAGS);
+    /// Sets the dirty bits of the mock paging HWPT `id` for a bitmap of pages.
+    pub const DIRTY: TestOp<Dirty> = TestOp::new(test_op::DIRTY);
+    /// EINVAL unless the mock nested HWPT (the command's `id`) has `iotlb`
+    /// in IOTLB entry `check_iotlb.id`.
+    pub const MD_CHECK_IOTLB: TestOp<CheckIotlb> = TestOp::new(test_op::MD_CHECK_IOTLB);
+    /// Reports a page request from a mock device (an iommufd device id).
+    pub const TRIGGER_IOPF: TestOp<TriggerIopf> = TestOp::new(test_op::TRIGGER_IOPF);
+    /// EINVAL unless the mock device (the command's `id`, an iommufd device)
+    /// has `cache` in cache entry `check_dev_cache.id`.
+    pub const DEV_CHECK_CACHE: TestOp<CheckDevCache> = TestOp::new(test_op::DEV_CHECK_CACHE);
+    /// Reports a vEVENT for a mock device through its vIOMMU.
+    pub const TRIGGER_VEVENT: TestOp<TriggerVevent> = TestOp::new(test_op::TRIGGER_VEVENT);
+}
+
 /// An ioctl's failure: the errno.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Errno(pub i32);
@@ -263,6 +499,9 @@ impl Errno {
 pub fn argsz<T>() -> u32 {
     std::mem::size_of::<T>() as u32
 }
+
+#[cfg(test)]
+mod header;
 
 #[cfg(test)]
 mod tests {
@@ -327,5 +566,327 @@ mod tests {
         c.set_word(1, 7);
         c.set_word(2, 9);
         assert_eq!((c.word(0), c.word(1), c.word(2)), (0, 7, 9));
+    }
+
+    /// One Rust struct checked against a C one: the C struct (and, for a
+    /// member of `iommu_test_cmd`'s union, the member), the Rust size and
+    /// each field's C name, offset and size.
+    struct Check {
+        c: (&'static str, &'static str),
+        size: usize,
+        fields: Vec<(&'static str, usize, usize)>,
+    }
+
+    /// `check!(Type, "c_struct"[, "member"], { field, type_ = "type", … })`.
+    macro_rules! check {
+        ($t:ty, $c:literal, { $($f:ident $(= $cf:literal)?),* $(,)? }) => {
+            check!($t, $c, "", { $($f $(= $cf)?),* })
+        };
+        ($t:ty, $c:literal, $m:literal, { $($f:ident $(= $cf:literal)?),* $(,)? }) => {{
+            let v = <$t>::default();
+            Check {
+                c: ($c, $m),
+                size: std::mem::size_of::<$t>(),
+                fields: vec![$((
+                    check!(@name $f $($cf)?),
+                    std::mem::offset_of!($t, $f),
+                    std::mem::size_of_val(&v.$f),
+                )),*],
+            }
+        }};
+        (@name $f:ident) => { stringify!($f) };
+        (@name $f:ident $cf:literal) => { $cf };
+    }
+
+    /// Linux 7.2's `iommufd.h` and `iommufd_test.h`, or why the test cannot run.
+    fn linux_7_2_headers() -> Option<header::Header> {
+        let tree = match header::linux_tree("7.2") {
+            Ok(t) => t,
+            Err(why) => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI: the layout check needs the Linux 7.2 tree: {why}"
+                );
+                eprintln!("skipped: the layout check needs the Linux 7.2 tree: {why}");
+                return None;
+            }
+        };
+        let read = |rel: &str| {
+            std::fs::read_to_string(tree.join(rel))
+                .unwrap_or_else(|e| panic!("{}: {e}", tree.join(rel).display()))
+        };
+        let text =
+            read("include/uapi/linux/iommufd.h") + &read("drivers/iommu/iommufd/iommufd_test.h");
+        Some(header::Header::parse(&text).unwrap_or_else(|e| panic!("7.2 headers: {e}")))
+    }
+
+    #[test]
+    fn every_iommufd_request_matches_the_7_2_header() {
+        let Some(h) = linux_7_2_headers() else { return };
+        use iommufd_ioctl as io;
+        let ours: [(&str, libc::Ioctl); 22] = [
+            ("IOMMU_DESTROY", io::DESTROY.nr()),
+            ("IOMMU_IOAS_ALLOC", io::IOAS_ALLOC.nr()),
+            ("IOMMU_IOAS_ALLOW_IOVAS", io::IOAS_ALLOW_IOVAS.nr()),
+            ("IOMMU_IOAS_COPY", io::IOAS_COPY.nr()),
+            ("IOMMU_IOAS_IOVA_RANGES", io::IOAS_IOVA_RANGES.nr()),
+            ("IOMMU_IOAS_MAP", io::IOAS_MAP.nr()),
+            ("IOMMU_IOAS_UNMAP", io::IOAS_UNMAP.nr()),
+            ("IOMMU_OPTION", io::OPTION.nr()),
+            ("IOMMU_VFIO_IOAS", io::VFIO_IOAS.nr()),
+            ("IOMMU_HWPT_ALLOC", io::HWPT_ALLOC.nr()),
+            ("IOMMU_GET_HW_INFO", io::GET_HW_INFO.nr()),
+            (
+                "IOMMU_HWPT_SET_DIRTY_TRACKING",
+                io::HWPT_SET_DIRTY_TRACKING.nr(),
+            ),
+            (
+                "IOMMU_HWPT_GET_DIRTY_BITMAP",
+                io::HWPT_GET_DIRTY_BITMAP.nr(),
+            ),
+            ("IOMMU_HWPT_INVALIDATE", io::HWPT_INVALIDATE.nr()),
+            ("IOMMU_FAULT_QUEUE_ALLOC", io::FAULT_QUEUE_ALLOC.nr()),
+            ("IOMMU_IOAS_MAP_FILE", io::IOAS_MAP_FILE.nr()),
+            ("IOMMU_VIOMMU_ALLOC", io::VIOMMU_ALLOC.nr()),
+            ("IOMMU_VDEVICE_ALLOC", io::VDEVICE_ALLOC.nr()),
+            ("IOMMU_IOAS_CHANGE_PROCESS", io::IOAS_CHANGE_PROCESS.nr()),
+            ("IOMMU_VEVENTQ_ALLOC", io::VEVENTQ_ALLOC.nr()),
+            ("IOMMU_HW_QUEUE_ALLOC", io::HW_QUEUE_ALLOC.nr()),
+            ("IOMMU_TEST_CMD", io::TEST_CMD.nr()),
+        ];
+        for (name, nr) in ours {
+            let (ty, n) = *h
+                .requests
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} is not an _IO request of the 7.2 headers"));
+            assert_eq!(nr, libc::_IO(ty as u32, n as u32), "{name}");
+        }
+        // Every command the header has, the agent has.
+        let theirs: Vec<&String> = h.requests.keys().collect();
+        assert_eq!(theirs.len(), ours.len(), "7.2 requests: {theirs:?}");
+    }
+
+    #[test]
+    fn every_selftest_number_matches_the_7_2_header() {
+        let Some(h) = linux_7_2_headers() else { return };
+        let ours: &[(&str, u32)] = &[
+            ("IOMMU_TEST_OP_ADD_RESERVED", test_op::ADD_RESERVED),
+            ("IOMMU_TEST_OP_MOCK_DOMAIN", test_op::MOCK_DOMAIN),
+            ("IOMMU_TEST_OP_MD_CHECK_MAP", test_op::MD_CHECK_MAP),
+            ("IOMMU_TEST_OP_CREATE_ACCESS", test_op::CREATE_ACCESS),
+            ("IOMMU_TEST_OP_ACCESS_PAGES", test_op::ACCESS_PAGES),
+            ("IOMMU_TEST_OP_ACCESS_RW", test_op::ACCESS_RW),
+            (
+                "IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE",
+                test_op::MOCK_DOMAIN_REPLACE,
+            ),
+            (
+                "IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS",
+                selftest::MOCK_DOMAIN_FLAGS.op(),
+            ),
+            ("IOMMU_TEST_OP_DIRTY", selftest::DIRTY.op()),
+            (
+                "IOMMU_TEST_OP_MD_CHECK_IOTLB",
+                selftest::MD_CHECK_IOTLB.op(),
+            ),
+            ("IOMMU_TEST_OP_TRIGGER_IOPF", selftest::TRIGGER_IOPF.op()),
+            (
+                "IOMMU_TEST_OP_DEV_CHECK_CACHE",
+                selftest::DEV_CHECK_CACHE.op(),
+            ),
+            (
+                "IOMMU_TEST_OP_TRIGGER_VEVENT",
+                selftest::TRIGGER_VEVENT.op(),
+            ),
+            ("MOCK_ACCESS_RW_WRITE", test_op::ACCESS_RW_WRITE),
+            (
+                "MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES",
+                test_op::ACCESS_CREATE_NEEDS_PIN_PAGES,
+            ),
+            ("MOCK_FLAGS_ACCESS_WRITE", test_op::ACCESS_WRITE),
+            (
+                "MOCK_FLAGS_DEVICE_NO_DIRTY",
+                selftest::MOCK_FLAGS_DEVICE_NO_DIRTY,
+            ),
+            ("IOMMU_HWPT_DATA_SELFTEST", selftest::HWPT_DATA_SELFTEST),
+            (
+                "IOMMU_HWPT_INVALIDATE_DATA_SELFTEST",
+                selftest::HWPT_INVALIDATE_DATA_SELFTEST,
+            ),
+            (
+                "IOMMU_HWPT_INVALIDATE_DATA_SELFTEST_INVALID",
+                selftest::HWPT_INVALIDATE_DATA_SELFTEST_INVALID,
+            ),
+            (
+                "IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST",
+                selftest::VIOMMU_INVALIDATE_DATA_SELFTEST,
+            ),
+            ("IOMMU_VIOMMU_TYPE_SELFTEST", selftest::VIOMMU_TYPE_SELFTEST),
+            (
+                "IOMMU_VEVENTQ_TYPE_SELFTEST",
+                selftest::VEVENTQ_TYPE_SELFTEST,
+            ),
+            (
+                "IOMMU_HW_QUEUE_TYPE_SELFTEST",
+                selftest::HW_QUEUE_TYPE_SELFTEST,
+            ),
+            ("IOMMU_TEST_IOTLB_DEFAULT", selftest::TEST_IOTLB_DEFAULT),
+            (
+                "IOMMU_TEST_INVALIDATE_FLAG_ALL",
+                selftest::TEST_INVALIDATE_FLAG_ALL,
+            ),
+        ];
+        for (name, ours) in ours {
+            let theirs = h
+                .consts
+                .get(*name)
+                .unwrap_or_else(|| panic!("{name} not found"));
+            assert_eq!(u64::from(*ours), *theirs, "{name}");
+        }
+    }
+
+    #[test]
+    fn every_struct_matches_the_7_2_header() {
+        let Some(h) = linux_7_2_headers() else { return };
+        use iofd::*;
+        use selftest::*;
+        let checks = [
+            // The bindings' structs the operations use (generated from 7.1).
+            check!(iommu_hwpt_alloc, "iommu_hwpt_alloc", {
+                size, flags, dev_id, pt_id, out_hwpt_id, __reserved, data_type, data_len,
+                data_uptr, fault_id, __reserved2,
+            }),
+            check!(iommu_hwpt_set_dirty_tracking, "iommu_hwpt_set_dirty_tracking", {
+                size, flags, hwpt_id, __reserved,
+            }),
+            check!(iommu_hwpt_get_dirty_bitmap, "iommu_hwpt_get_dirty_bitmap", {
+                size, hwpt_id, flags, __reserved, iova, length, page_size, data,
+            }),
+            check!(iommu_hwpt_invalidate, "iommu_hwpt_invalidate", {
+                size, hwpt_id, data_uptr, data_type, entry_len, entry_num, __reserved,
+            }),
+            check!(iommu_fault_alloc, "iommu_fault_alloc", {
+                size, flags, out_fault_id, out_fault_fd,
+            }),
+            check!(iommu_hwpt_pgfault, "iommu_hwpt_pgfault", {
+                flags, dev_id, pasid, grpid, perm, __reserved, addr, length, cookie,
+            }),
+            check!(iommu_hwpt_page_response, "iommu_hwpt_page_response", { cookie, code }),
+            check!(iommu_ioas_map_file, "iommu_ioas_map_file", {
+                size, flags, ioas_id, fd, start, length, iova,
+            }),
+            check!(iommu_viommu_alloc, "iommu_viommu_alloc", {
+                size, flags, type_ = "type", dev_id, hwpt_id, out_viommu_id, data_len,
+                __reserved, data_uptr,
+            }),
+            check!(iommu_vdevice_alloc, "iommu_vdevice_alloc", {
+                size, viommu_id, dev_id, out_vdevice_id, virt_id,
+            }),
+            check!(iommu_ioas_change_process, "iommu_ioas_change_process", { size, __reserved }),
+            check!(iommu_veventq_alloc, "iommu_veventq_alloc", {
+                size, flags, viommu_id, type_ = "type", veventq_depth, out_veventq_id,
+                out_veventq_fd, __reserved,
+            }),
+            check!(iommufd_vevent_header, "iommufd_vevent_header", { flags, sequence }),
+            check!(iommu_hw_queue_alloc, "iommu_hw_queue_alloc", {
+                size, flags, viommu_id, type_ = "type", index, out_hw_queue_id,
+                nesting_parent_iova, length,
+            }),
+            // Ours, from iommufd_test.h.
+            check!(HwptSelftest, "iommu_hwpt_selftest", { iotlb, pagetable_type }),
+            check!(HwptInvalidateSelftest, "iommu_hwpt_invalidate_selftest", {
+                flags, iotlb_id,
+            }),
+            check!(ViommuInvalidateSelftest, "iommu_viommu_invalidate_selftest", {
+                flags, vdev_id, cache_id,
+            }),
+            check!(ViommuSelftest, "iommu_viommu_selftest", {
+                in_data, out_data, out_mmap_offset, out_mmap_length,
+            }),
+            check!(ViommuEventSelftest, "iommu_viommu_event_selftest", {
+                virt_id
+            }),
+            check!(MockDomainFlags, "iommu_test_cmd", "mock_domain_flags", {
+                out_stdev_id, out_hwpt_id, out_idev_id, dev_flags,
+            }),
+            check!(Dirty, "iommu_test_cmd", "dirty", {
+                flags, iova, length, page_size, uptr, out_nr_dirty,
+            }),
+            check!(CheckIotlb, "iommu_test_cmd", "check_iotlb", { id, iotlb }),
+            check!(TriggerIopf, "iommu_test_cmd", "trigger_iopf", {
+                dev_id, pasid, grpid, perm, addr,
+            }),
+            check!(CheckDevCache, "iommu_test_cmd", "check_dev_cache", { id, cache }),
+            check!(TriggerVevent, "iommu_test_cmd", "trigger_vevent", {
+                dev_id
+            }),
+        ];
+        let mut problems = Vec::new();
+        for Check {
+            c: (name, member),
+            size,
+            fields,
+        } in &checks
+        {
+            let what = if member.is_empty() {
+                name.to_string()
+            } else {
+                format!("{name}.{member}")
+            };
+            let Some(l) = h.structs.get(*name) else {
+                problems.push(format!("{what}: not in the 7.2 headers"));
+                continue;
+            };
+            // A union member's fields lie after the command's header, in `u`.
+            let (c_size, base) = if member.is_empty() {
+                (l.size, 0)
+            } else {
+                let (at, s) = l.fields[*member];
+                (s, at)
+            };
+            if *size != c_size {
+                problems.push(format!("{what}: {size} bytes here, {c_size} in C"));
+            }
+            let prefix = if member.is_empty() {
+                String::new()
+            } else {
+                format!("{member}.")
+            };
+            for (f, offset, fsize) in fields {
+                match l.fields.get(&format!("{prefix}{f}")) {
+                    Some(&(o, s)) if (o - base, s) == (*offset, *fsize) => {}
+                    other => problems.push(format!(
+                        "{what}.{f}: offset {offset}, {fsize} bytes here; {other:?} in C"
+                    )),
+                }
+            }
+            let ours: Vec<&str> = fields.iter().map(|(f, _, _)| *f).collect();
+            for c in l.children(member) {
+                if !ours.contains(&c) {
+                    problems.push(format!("{what}.{c}: in C but not checked here"));
+                }
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn test_cmd_has_the_7_2_layout() {
+        let Some(h) = linux_7_2_headers() else { return };
+        let c = &h.structs["iommu_test_cmd"];
+        assert_eq!(std::mem::size_of::<IommuTestCmd>(), c.size);
+        for (ours, theirs) in [
+            (std::mem::offset_of!(IommuTestCmd, size), "size"),
+            (std::mem::offset_of!(IommuTestCmd, op), "op"),
+            (std::mem::offset_of!(IommuTestCmd, id), "id"),
+            (std::mem::offset_of!(IommuTestCmd, reserved), "__reserved"),
+            // The union starts where its first member does and ends at `last`.
+            (std::mem::offset_of!(IommuTestCmd, u), "add_reserved"),
+            (std::mem::offset_of!(IommuTestCmd, last), "last"),
+        ] {
+            assert_eq!(ours, c.fields[theirs].0, "{theirs}");
+        }
+        let union_end = std::mem::offset_of!(IommuTestCmd, u) + TEST_UNION_SIZE;
+        assert_eq!(union_end, c.fields["last"].0);
     }
 }

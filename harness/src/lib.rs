@@ -14,13 +14,18 @@
 //! (a booted [`vm::Vm`] or a [`target`] session), and [`report`] turns the
 //! results into step tables, failure reports, JUnit and JSON;
 //! [`kernel_log`] finds the kernel's own reports (WARNING, BUG, Oops,
-//! lockdep, KASAN, …) in a run's kernel log, which fail the run.
-//! [`toml_error`] gives the errors of every TOML file their line.
+//! lockdep, KASAN, …) in a run's kernel log, which fail the run;
+//! [`kselftest`] reads upstream selftests' output as one case per test
+//! and judges each against the reviewed expectations.
+//! [`toml_error`] gives the errors of every TOML file their line; [`linux`]
+//! names the kernel versions machines run on.
 
 pub mod agent;
 pub mod console;
 pub mod kernel_log;
 pub mod known_bug;
+pub mod kselftest;
+pub mod linux;
 pub mod machine;
 pub mod manifest;
 pub mod policy;

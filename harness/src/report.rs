@@ -218,7 +218,7 @@ fn section(s: &mut String, title: &str, lines: &[String]) {
 }
 
 /// How one trial ended.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum TrialStatus {
     /// It passed.
@@ -273,7 +273,7 @@ pub fn expected_failures(records: &[TrialRecord]) -> Option<String> {
 }
 
 /// One trial's result, for the JUnit and JSON files.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TrialRecord {
     /// Full trial name, e.g. `pseries::windows::map_outside_window`.
     pub name: String,
@@ -285,12 +285,24 @@ pub struct TrialRecord {
     /// Directory with its console and QEMU logs, if it booted anything.
     pub log_dir: Option<std::path::PathBuf>,
     /// Per-step results of a scenario trial.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepResult>,
 }
 
+/// A trial's JUnit class: the machine it ran on, with the kernel version
+/// in front when the name has one (`7.2::q35::…` → `7.2::q35`).
+fn classname(name: &str) -> Option<&str> {
+    let first = name.split("::").next()?;
+    if crate::linux::Linux::parse(first).is_none() {
+        return Some(first);
+    }
+    let second = name[first.len()..].strip_prefix("::")?.split("::").next()?;
+    Some(&name[..first.len() + 2 + second.len()])
+}
+
 /// Writes a JUnit XML report: one test suite, one test case per trial
-/// (class name = the machine, the part of the name before the first `::`).
+/// (class name = the machine, with the kernel version when not the
+/// default one: [`classname`]).
 pub fn write_junit(path: &Path, suite: &str, records: &[TrialRecord]) -> std::io::Result<()> {
     use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
     let mut ts = TestSuite::new(suite);
@@ -325,7 +337,7 @@ pub fn write_junit(path: &Path, suite: &str, records: &[TrialRecord]) -> std::io
             }
         };
         let mut tc = TestCase::new(r.name.as_str(), status);
-        tc.set_classname(r.name.split("::").next().unwrap_or(suite));
+        tc.set_classname(classname(&r.name).unwrap_or(suite));
         tc.set_time(std::time::Duration::from_secs_f64(r.seconds));
         if let Some(dir) = &r.log_dir {
             tc.set_system_out(format!("logs: {}", dir.display()));
@@ -344,6 +356,12 @@ pub fn write_junit(path: &Path, suite: &str, records: &[TrialRecord]) -> std::io
 pub fn write_json(path: &Path, records: &[TrialRecord]) -> std::io::Result<()> {
     let text = serde_json::to_vec_pretty(records).map_err(std::io::Error::other)?;
     std::fs::write(path, text)
+}
+
+/// Reads a file [`write_json`] wrote (a malformed one is an
+/// [`std::io::ErrorKind::InvalidData`] error saying where).
+pub fn read_json(path: &Path) -> std::io::Result<Vec<TrialRecord>> {
+    Ok(serde_json::from_slice(&std::fs::read(path)?)?)
 }
 
 #[cfg(test)]
@@ -418,6 +436,8 @@ mod tests {
             "{xml}"
         );
         assert!(xml.contains("classname=\"q35\""), "{xml}");
+        assert_eq!(classname("7.2::q35::boot"), Some("7.2::q35"));
+        assert_eq!(classname("pseries::windows::x"), Some("pseries"));
         assert!(xml.contains("step 3 (line 9): ioas.map"), "{xml}");
     }
 
@@ -438,5 +458,33 @@ mod tests {
         assert!(summary.starts_with("expected failures (known bugs, no fix applied): 1\n  pseries::windows::d: expected failure"), "{summary}");
         assert!(expected_failures(&records()[..3]).is_none());
         assert_eq!(v[0]["seconds"], 1.5);
+    }
+
+    #[test]
+    fn json_reads_back_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        let mut written = records();
+        written[0].log_dir = Some("/logs/pseries/windows/a".into());
+        written[1].steps = vec![StepResult {
+            index: 3,
+            op: "ioas.map".into(),
+            expected: iobench_proto::Expect::Value(serde_json::json!(0)),
+            actual: iobench_proto::Actual::Value(serde_json::json!(1)),
+            passed: false,
+            micros: 12,
+        }];
+        write_json(&path, &written).unwrap();
+        let read = read_json(&path).unwrap();
+        assert_eq!(read.len(), written.len());
+        for (r, w) in read.iter().zip(&written) {
+            assert_eq!(
+                (&r.name, &r.status, r.seconds, &r.log_dir, &r.steps),
+                (&w.name, &w.status, w.seconds, &w.log_dir, &w.steps)
+            );
+        }
+        std::fs::write(&path, r#"[{"name": "q35::x", "status": "sideways"}]"#).unwrap();
+        let e = read_json(&path).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
     }
 }

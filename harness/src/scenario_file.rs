@@ -9,6 +9,7 @@
 //! # disabled = "why"                      # run only when asked (--include-ignored)
 //! # known_bug = { id = "0001", reason = "…" }  # released kernels get it wrong
 //! # expect_kernel_warning = "lkdtm_WARNING"     # the kernel warns, and says this
+//! # min_linux = "7.2"                     # older kernels lack what it uses
 //!
 //! [[step]]
 //! op = "vfio.container_open"
@@ -56,6 +57,7 @@ use iobench_proto::{Expect, Scenario, Step};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::linux::Linux;
 use crate::toml_error::{line_of, line_of_first, locate};
 
 /// A scenario file that could not be used.
@@ -104,6 +106,9 @@ pub struct ScenarioFile {
     /// Text of the kernel report the scenario provokes on purpose (see
     /// `harness::kernel_log::check`): it must appear, and reports with it do not fail the run.
     pub expect_kernel_warning: Option<String>,
+    /// The oldest kernel version it applies to (`min_linux = "7.2"`): on
+    /// older ones its trials are ignored with the reason.
+    pub min_linux: Option<Linux>,
     /// The steps, as sent to the agent.
     pub scenario: Scenario,
     /// Where each step was written: line, and the included fragment if not this file.
@@ -125,6 +130,8 @@ struct RawFile {
     known_bug: Option<OneOrMany>,
     #[serde(default)]
     expect_kernel_warning: Option<String>,
+    #[serde(default)]
+    min_linux: Option<String>,
     #[serde(default)]
     step: Vec<toml::Spanned<toml::Table>>,
 }
@@ -324,11 +331,7 @@ impl ScenarioFile {
                     ),
                 ));
             }
-            if let Some(v) = kb
-                .fixed_in
-                .iter()
-                .find(|v| !crate::release::is_release(v))
-            {
+            if let Some(v) = kb.fixed_in.iter().find(|v| !crate::release::is_release(v)) {
                 return Err(invalid(
                     key_line("known_bug"),
                     format!("known_bug fixed_in {v:?} is not a kernel release like \"7.2.8\""),
@@ -378,6 +381,22 @@ impl ScenarioFile {
                 ),
             ));
         }
+        let min_linux = raw
+            .min_linux
+            .as_deref()
+            .map(|v| {
+                Linux::parse(v).ok_or_else(|| {
+                    let known: Vec<&str> = Linux::ALL.iter().map(|l| l.as_str()).collect();
+                    invalid(
+                        key_line("min_linux"),
+                        format!(
+                            "min_linux {v:?} is not a kernel version iobench builds ({})",
+                            known.join(", ")
+                        ),
+                    )
+                })
+            })
+            .transpose()?;
         Ok(ScenarioFile {
             path: path.to_owned(),
             description: raw.description,
@@ -388,6 +407,7 @@ impl ScenarioFile {
             known_bugs,
             bug_steps: acc.bugs.into_iter().map(|(i, _, ids)| (i, ids)).collect(),
             expect_kernel_warning: raw.expect_kernel_warning,
+            min_linux,
             scenario: Scenario {
                 name: name.to_string(),
                 steps: acc.steps,
@@ -422,6 +442,13 @@ impl ScenarioFile {
             .filter(|r| !available.contains(r))
             .cloned()
             .collect()
+    }
+
+    /// Why it does not apply to `linux` (`min_linux` is newer), if it does not.
+    pub fn too_old(&self, linux: Linux) -> Option<String> {
+        self.min_linux
+            .filter(|min| linux < *min)
+            .map(|min| format!("needs Linux {min} or later (min_linux); this is {linux}"))
     }
 }
 

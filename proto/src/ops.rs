@@ -216,6 +216,25 @@ pub const OPS: &[OpSpec] = &[
         ],
     },
     OpSpec {
+        name: "fault.alloc",
+        summary: "IOMMU_FAULT_QUEUE_ALLOC; yields a handle with its fault_id (for hwpt.alloc's fault_id)",
+        args: &[req("iommufd", Handle)],
+    },
+    OpSpec {
+        name: "fault.read",
+        summary: "read up to `max` (16) I/O page faults from a fault queue, never waiting; yields {count, faults: [{flags, dev_id, pasid, grpid, perm, addr, length, cookie}…], cookie: the last fault's}",
+        args: &[req("fault", Handle), opt("max", U64)],
+    },
+    OpSpec {
+        name: "fault.respond",
+        summary: "write an iommu_hwpt_page_response (`code` success|invalid) for a fault group's cookie to its fault queue",
+        args: &[
+            req("fault", Handle),
+            req("cookie", U64),
+            opt("code", Choice(&["success", "invalid"])),
+        ],
+    },
+    OpSpec {
         name: "file.read",
         summary: "read a (sysfs, debugfs, proc) file; yields its trimmed text",
         args: &[req("path", Str)],
@@ -226,13 +245,63 @@ pub const OPS: &[OpSpec] = &[
         args: &[req("path", Str), req("data", Str)],
     },
     OpSpec {
+        name: "hw_queue.alloc",
+        summary: "IOMMU_HW_QUEUE_ALLOC of a vIOMMU (`type` selftest by default): queue `index` of `length` bytes at `iova` of its parent; yields the queue id",
+        args: &[
+            req("iommufd", Handle),
+            req("viommu_id", U64),
+            req("index", U64),
+            req("iova", U64),
+            req("length", U64),
+            opt("type", Choice(&["selftest", "default", "tegra241_cmdqv"])),
+        ],
+    },
+    OpSpec {
         name: "hwpt.alloc",
-        summary: "IOMMU_HWPT_ALLOC; yields the new hwpt id",
+        summary: "IOMMU_HWPT_ALLOC on an IOAS, or nested (data = \"selftest\", mock IOTLB entries `iotlb`, default 0xbadbeef) on a nesting parent HWPT or a vIOMMU; `fault_id` sets FAULT_ID_VALID; yields the new hwpt id",
         args: &[
             req("iommufd", Handle),
             req("dev_id", U64),
             req("pt_id", U64),
             opt("flags", U64),
+            opt("data", Choice(&["none", "selftest"])),
+            opt("iotlb", U64),
+            opt("fault_id", U64),
+        ],
+    },
+    OpSpec {
+        name: "hwpt.get_dirty_bitmap",
+        summary: "IOMMU_HWPT_GET_DIRTY_BITMAP of [iova, iova+length) in `page_size` pages (NO_CLEAR with no_clear); yields {ranges: [[first, last]…] of dirty pages, count, bitmap: \"0x…\" (bit i: page i)}",
+        args: &[
+            req("iommufd", Handle),
+            req("hwpt", U64),
+            req("iova", U64),
+            req("length", U64),
+            req("page_size", U64),
+            opt("no_clear", Bool),
+        ],
+    },
+    OpSpec {
+        name: "hwpt.invalidate",
+        summary: "IOMMU_HWPT_INVALIDATE on a nested HWPT or vIOMMU with selftest `entries` ([{iotlb_id}, {all = true}, {flags, vdev_id, cache_id}…]); yields {entry_num}; `processed`: the count the kernel must report, even with an errno",
+        args: &[
+            req("iommufd", Handle),
+            req("hwpt", U64),
+            req("entries", Any),
+            opt(
+                "data_type",
+                Choice(&["selftest", "selftest_invalid", "viommu_selftest"]),
+            ),
+            opt("processed", U64),
+        ],
+    },
+    OpSpec {
+        name: "hwpt.set_dirty_tracking",
+        summary: "IOMMU_HWPT_SET_DIRTY_TRACKING: enable (or with enable = false disable) dirty tracking of a paging HWPT",
+        args: &[
+            req("iommufd", Handle),
+            req("hwpt", U64),
+            req("enable", Bool),
         ],
     },
     OpSpec {
@@ -248,6 +317,11 @@ pub const OPS: &[OpSpec] = &[
             req("ioas", U64),
             req("ranges", Ranges),
         ],
+    },
+    OpSpec {
+        name: "ioas.change_process",
+        summary: "IOMMU_IOAS_CHANGE_PROCESS: charge the pins of every (memfd-only) mapping of the iommufd to this process",
+        args: &[req("iommufd", Handle)],
     },
     OpSpec {
         name: "ioas.copy",
@@ -271,6 +345,20 @@ pub const OPS: &[OpSpec] = &[
     OpSpec {
         name: "ioas.map",
         summary: "IOMMU_IOAS_MAP of a buffer; fixed iova if given; yields the IOVA",
+        args: &[
+            req("iommufd", Handle),
+            req("ioas", U64),
+            MEM_RANGE[0],
+            MEM_RANGE[1],
+            MEM_RANGE[2],
+            opt("iova", U64),
+            opt("read", Bool),
+            opt("write", Bool),
+        ],
+    },
+    OpSpec {
+        name: "ioas.map_file",
+        summary: "IOMMU_IOAS_MAP_FILE of a memfd buffer's file range (`offset` is the file offset); fixed iova if given; yields the IOVA",
         args: &[
             req("iommufd", Handle),
             req("ioas", U64),
@@ -338,8 +426,13 @@ pub const OPS: &[OpSpec] = &[
     },
     OpSpec {
         name: "mem.alloc",
-        summary: "anonymous (or hugetlb) page-aligned buffer; yields a handle",
-        args: &[req("size", U64), opt("hugetlb", Bool), opt("fill", Pattern)],
+        summary: "anonymous (or hugetlb) page-aligned buffer, or with memfd a shared mapping of a memfd (for ioas.map_file); yields a handle",
+        args: &[
+            req("size", U64),
+            opt("hugetlb", Bool),
+            opt("memfd", Bool),
+            opt("fill", Pattern),
+        ],
     },
     OpSpec {
         name: "mem.check",
@@ -407,6 +500,26 @@ pub const OPS: &[OpSpec] = &[
         ],
     },
     OpSpec {
+        name: "mock.check_dev_cache",
+        summary: "IOMMU_TEST_OP_DEV_CHECK_CACHE: ok if the mock device's cache entry `cache_id` (0-3, default 0xbaddad) holds `value`, else EINVAL",
+        args: &[
+            req("iommufd", Handle),
+            req("dev_id", U64),
+            req("cache_id", U64),
+            req("value", U64),
+        ],
+    },
+    OpSpec {
+        name: "mock.check_iotlb",
+        summary: "IOMMU_TEST_OP_MD_CHECK_IOTLB: ok if IOTLB entry `iotlb_id` (0-3) of a mock nested HWPT holds `value`, else EINVAL",
+        args: &[
+            req("iommufd", Handle),
+            req("hwpt", U64),
+            req("iotlb_id", U64),
+            req("value", U64),
+        ],
+    },
+    OpSpec {
         name: "mock.check_map",
         summary: "IOMMU_TEST_OP_MD_CHECK_MAP: the mock domain maps iova→buffer",
         args: &[
@@ -419,9 +532,25 @@ pub const OPS: &[OpSpec] = &[
         ],
     },
     OpSpec {
+        name: "mock.dirty",
+        summary: "IOMMU_TEST_OP_DIRTY: the mock paging HWPT marks dirty its `page_size` pages of [iova, iova+length) that meet `ranges`, as device writes would; yields how many it marked",
+        args: &[
+            req("iommufd", Handle),
+            req("hwpt", U64),
+            req("iova", U64),
+            req("length", U64),
+            req("page_size", U64),
+            req("ranges", Ranges),
+        ],
+    },
+    OpSpec {
         name: "mock.domain",
-        summary: "IOMMU_TEST_OP_MOCK_DOMAIN: mock device + domain attached to an IOAS; yields {stdev_id, hwpt_id, idev_id}",
-        args: &[req("iommufd", Handle), req("ioas", U64)],
+        summary: "IOMMU_TEST_OP_MOCK_DOMAIN: mock device + domain attached to an IOAS (or HWPT); no_dirty: a device without dirty tracking (MOCK_DOMAIN_FLAGS); yields {stdev_id, hwpt_id, idev_id}",
+        args: &[
+            req("iommufd", Handle),
+            req("ioas", U64),
+            opt("no_dirty", Bool),
+        ],
     },
     OpSpec {
         name: "mock.domain_replace",
@@ -433,9 +562,40 @@ pub const OPS: &[OpSpec] = &[
         ],
     },
     OpSpec {
+        name: "mock.trigger_iopf",
+        summary: "IOMMU_TEST_OP_TRIGGER_IOPF: the mock device (iommufd device `dev_id`) reports a page request for `addr` (pasid, grpid, perm default 0)",
+        args: &[
+            req("iommufd", Handle),
+            req("dev_id", U64),
+            req("addr", U64),
+            opt("pasid", U64),
+            opt("grpid", U64),
+            opt("perm", U64),
+        ],
+    },
+    OpSpec {
+        name: "mock.trigger_vevent",
+        summary: "IOMMU_TEST_OP_TRIGGER_VEVENT `count` (1) times: the mock device reports vEVENTs through its vIOMMU; yields count",
+        args: &[
+            req("iommufd", Handle),
+            req("dev_id", U64),
+            opt("count", U64),
+        ],
+    },
+    OpSpec {
         name: "pci.bind_vfio",
         summary: "bind a PCI function to vfio-pci; yields its address",
         args: &[req("device", Device), opt("index", U64)],
+    },
+    OpSpec {
+        name: "selftest.run",
+        summary: "run an upstream selftest program of the initramfs (`/selftests/<program>`) with `args` and a device's address last, killed after `timeout` s; yields {exit, signal, timed_out, seconds, output, truncated}",
+        args: &[
+            req("program", Str),
+            opt("args", Str),
+            opt("device", Device),
+            opt("timeout", U64),
+        ],
     },
     OpSpec {
         name: "spapr.create_window",
@@ -476,6 +636,34 @@ pub const OPS: &[OpSpec] = &[
             MEM_RANGE[1],
             MEM_RANGE[2],
         ],
+    },
+    OpSpec {
+        name: "vdevice.alloc",
+        summary: "IOMMU_VDEVICE_ALLOC: a device's vDEVICE on a vIOMMU with guest-visible `virt_id`; yields its id",
+        args: &[
+            req("iommufd", Handle),
+            req("viommu_id", U64),
+            req("dev_id", U64),
+            req("virt_id", U64),
+        ],
+    },
+    OpSpec {
+        name: "veventq.alloc",
+        summary: "IOMMU_VEVENTQ_ALLOC of `depth` events on a vIOMMU (`type` selftest by default); yields a handle with veventq_id",
+        args: &[
+            req("iommufd", Handle),
+            req("viommu_id", U64),
+            req("depth", U64),
+            opt(
+                "type",
+                Choice(&["selftest", "default", "arm_smmuv3", "tegra241_cmdqv"]),
+            ),
+        ],
+    },
+    OpSpec {
+        name: "veventq.read",
+        summary: "one read of up to `bytes` (4096) from a vEVENTQ, never waiting; yields [{sequence, flags, lost, data, virt_id (selftest)}…] in order",
+        args: &[req("veventq", Handle), opt("bytes", U64)],
     },
     OpSpec {
         name: "vfio.cdev_attach",
@@ -608,6 +796,20 @@ pub const OPS: &[OpSpec] = &[
             req("container", Handle),
             req("iova", U64),
             req("length", U64),
+        ],
+    },
+    OpSpec {
+        name: "viommu.alloc",
+        summary: "IOMMU_VIOMMU_ALLOC on a nesting parent HWPT (`type` selftest by default); yields {viommu_id}, with in_data also the selftest's {out_data, mmap_offset, mmap_length}",
+        args: &[
+            req("iommufd", Handle),
+            req("dev_id", U64),
+            req("hwpt_id", U64),
+            opt(
+                "type",
+                Choice(&["selftest", "default", "arm_smmuv3", "tegra241_cmdqv"]),
+            ),
+            opt("in_data", U64),
         ],
     },
 ];

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use harness::known_bug::{self, Verdict};
+use harness::linux::Guest;
 use harness::proto::StepResult;
 use harness::qemu::GuestMode;
 use harness::report::{TrialRecord, chain};
@@ -28,10 +29,10 @@ struct Slot {
     failed_boots: usize,
 }
 
-/// Booted machines, by machine definition name.
+/// Booted machines, by machine definition name and kernel version.
 pub struct Pool {
     manifest: Manifest,
-    slots: BTreeMap<String, Mutex<Slot>>,
+    slots: BTreeMap<Guest, Mutex<Slot>>,
 }
 
 /// The outcome of a scenario trial, with what the JUnit/JSON record needs.
@@ -50,14 +51,30 @@ pub struct ScenarioTrial {
     pub expected_failure: Option<String>,
 }
 
+impl ScenarioTrial {
+    /// A trial that does not run here, and why.
+    fn ignored(reason: String, log_dir: Option<PathBuf>) -> ScenarioTrial {
+        ScenarioTrial {
+            result: Ok(Completion::ignored_with(reason)),
+            log_dir,
+            steps: Vec::new(),
+            machine_broken: false,
+            expected_failure: None,
+        }
+    }
+}
+
 impl Pool {
-    /// A pool for these machines (none booted yet).
+    /// A pool for these machines on every kernel version of the manifest
+    /// (none booted yet).
     pub fn new(manifest: Manifest, machines: impl IntoIterator<Item = String>) -> Pool {
+        let versions = manifest.versions();
         let slots = machines
             .into_iter()
-            .map(|m| {
+            .flat_map(|m| versions.iter().map(move |l| Guest::new(m.clone(), *l)))
+            .map(|g| {
                 (
-                    m,
+                    g,
                     Mutex::new(Slot {
                         vm: None,
                         features: Vec::new(),
@@ -70,10 +87,10 @@ impl Pool {
         Pool { manifest, slots }
     }
 
-    fn boot(&self, machine: &str, log_name: &str) -> Result<(Vm, Vec<String>), String> {
+    fn boot(&self, guest: &Guest, log_name: &str) -> Result<(Vm, Vec<String>), String> {
         let spec = self
             .manifest
-            .spec(machine, log_name, GuestMode::Agent)
+            .spec_on(guest, log_name, GuestMode::Agent)
             .map_err(|e| chain(&e))?;
         let mut vm = Vm::boot(spec).map_err(|e| chain(&e))?;
         let inv = match vm.agent() {
@@ -83,12 +100,16 @@ impl Pool {
         Ok((vm, inv.features))
     }
 
-    /// Runs one scenario on `machine`.
-    pub fn run(&self, machine: &str, file: &ScenarioFile) -> ScenarioTrial {
-        let trial = format!("{machine}::{}", file.name());
+    /// Runs one scenario on `guest` (a machine on a kernel version); a
+    /// scenario for newer kernels (`min_linux`) is ignored with the reason.
+    pub fn run(&self, guest: &Guest, file: &ScenarioFile) -> ScenarioTrial {
+        if let Some(reason) = file.too_old(guest.linux) {
+            return ScenarioTrial::ignored(reason, None);
+        }
+        let trial = format!("{guest}::{}", file.name());
         if file.fresh_vm {
             let log_name = trial.replace("::", "/");
-            return match self.boot(machine, &log_name) {
+            return match self.boot(guest, &log_name) {
                 Ok((mut vm, features)) => {
                     let out = run_scenario(&mut vm, &features, file);
                     let _ = vm.poweroff();
@@ -97,16 +118,17 @@ impl Pool {
                 Err(e) => failed_boot(e),
             };
         }
-        let Some(slot) = self.slots.get(machine) else {
-            return failed_boot(format!("machine {machine} is not in this run"));
+        let Some(slot) = self.slots.get(guest) else {
+            return failed_boot(format!("machine {guest} is not in this run"));
         };
         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
         if slot.vm.is_none() {
             if slot.failed_boots >= 2 {
-                return failed_boot(format!("{machine} failed to boot twice; not trying again"));
+                return failed_boot(format!("{guest} failed to boot twice; not trying again"));
             }
             slot.boots += 1;
-            match self.boot(machine, &format!("{machine}/shared-{}", slot.boots)) {
+            let log_name = format!("{guest}/shared-{}", slot.boots).replace("::", "/");
+            match self.boot(guest, &log_name) {
                 Ok((vm, features)) => {
                     slot.vm = Some(vm);
                     slot.features = features;
@@ -156,13 +178,7 @@ fn run_scenario(vm: &mut dyn AgentHost, features: &[String], file: &ScenarioFile
     let missing = file.missing_features(features);
     if !missing.is_empty() {
         let reason = format!("the guest lacks {}", missing.join(", "));
-        return ScenarioTrial {
-            result: Ok(Completion::ignored_with(reason)),
-            log_dir,
-            steps: Vec::new(),
-            machine_broken: false,
-            expected_failure: None,
-        };
+        return ScenarioTrial::ignored(reason, log_dir);
     }
     let run = run_on(vm, file, |_| {});
     let mut expected_failure = None;
@@ -375,13 +391,7 @@ impl TargetPool {
     /// Runs one scenario on the target.
     pub fn run(&self, file: &ScenarioFile) -> ScenarioTrial {
         if let Err(e) = harness::policy::check(file, &self.policy) {
-            return ScenarioTrial {
-                result: Ok(Completion::ignored_with(e.to_string())),
-                log_dir: None,
-                steps: Vec::new(),
-                machine_broken: false,
-                expected_failure: None,
-            };
+            return ScenarioTrial::ignored(e.to_string(), None);
         }
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if file.fresh_vm {
@@ -390,13 +400,7 @@ impl TargetPool {
                     "needs a fresh machine, and target {} has no power_cycle command",
                     self.name
                 );
-                return ScenarioTrial {
-                    result: Ok(Completion::ignored_with(reason)),
-                    log_dir: None,
-                    steps: Vec::new(),
-                    machine_broken: false,
-                    expected_failure: None,
-                };
+                return ScenarioTrial::ignored(reason, None);
             }
             retire(&mut st);
         }

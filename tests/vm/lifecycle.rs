@@ -5,13 +5,14 @@
 
 use std::time::{Duration, Instant};
 
+use harness::linux::{Guest, Linux};
 use harness::manifest::Manifest;
 use harness::qemu::GuestMode;
 use harness::report::chain;
 use harness::vm::{Timeouts, Vm, VmError, VmSpec};
 use libtest_mimic::Failed;
 
-use crate::support::{OrFail, ask, assert_no_leftovers, catalogue_scenario, spec};
+use crate::support::{OrFail, ask, assert_no_leftovers, catalogue_scenario, spec, spec_on};
 
 /// The private dir of a boot that failed, from the command line QEMU got.
 fn private_dir_of(spec: &VmSpec) -> Option<String> {
@@ -22,8 +23,8 @@ fn private_dir_of(spec: &VmSpec) -> Option<String> {
     Some(cmdline[start..end].to_string())
 }
 
-pub fn boot_and_inventory(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
-    let s = spec(m, machine, trial, GuestMode::Agent, "")?;
+pub fn boot_and_inventory(m: &Manifest, guest: &Guest, trial: &str) -> Result<(), Failed> {
+    let s = spec_on(m, guest, trial, GuestMode::Agent, "")?;
     let expected_arch = s.machine.arch;
     let edus = s.machine.devices.len();
     let mut vm = Vm::boot(s).or_fail()?;
@@ -35,7 +36,7 @@ pub fn boot_and_inventory(m: &Manifest, machine: &str, trial: &str) -> Result<()
         harness::machine::Arch::X86_64 => "x86_64",
     };
     if hello.machine != want_machine
-        || !hello.kernel.starts_with("6.")
+        || Linux::of_release(&hello.kernel) != Some(guest.linux)
         || hello.protocol != harness::proto::PROTOCOL_VERSION
     {
         return Err(format!("unexpected hello: {hello:?}").into());

@@ -6,6 +6,7 @@
 //! trial checks, besides its own subject, that no QEMU or helper process
 //! of its VM is left behind.
 
+mod kselftest;
 mod lifecycle;
 mod lifetime;
 mod record;
@@ -16,9 +17,10 @@ mod targets;
 use std::path::Path;
 use std::sync::Arc;
 
+use harness::linux::{Guest, Linux};
+use harness::manifest::{MANIFEST_ENV, Manifest};
 use harness::report::TrialRecord;
 use iobench_tests::pool::{self, Pool};
-use harness::manifest::{MANIFEST_ENV, Manifest};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 use lifecycle::{
@@ -37,9 +39,6 @@ use targets::{
 type Check = fn(&Manifest, &str, &str) -> Result<(), Failed>;
 
 const TRIALS: &[(&str, &str, Check)] = &[
-    ("pseries::boot", "pseries", boot_and_inventory),
-    ("pseries-2pe::boot", "pseries-2pe", boot_and_inventory),
-    ("q35::boot", "q35", boot_and_inventory),
     (
         "pseries::lifecycle::panic_detection",
         "pseries",
@@ -137,6 +136,47 @@ const TRIALS: &[(&str, &str, Check)] = &[
     ),
 ];
 
+/// `{guest}::boot` for every machine on every kernel version of the run:
+/// it boots, the agent answers with the version's kernel, the inventory
+/// matches the machine definition.
+fn boot_trials(manifest: Option<&Arc<Manifest>>, records: &Records, skip: bool) -> Vec<Trial> {
+    let dir = manifest.map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../qemu-configs"),
+        |m| m.machines_dir.clone(),
+    );
+    let versions = match manifest.map(|m| m.versions()) {
+        Some(v) if !v.is_empty() => v,
+        _ => vec![Linux::DEFAULT],
+    };
+    let mut out = Vec::new();
+    for machine in harness::machine::available(&dir) {
+        if manifest.is_some_and(|m| !m.machines.is_empty() && !m.machines.contains(&machine)) {
+            continue;
+        }
+        for &linux in &versions {
+            let guest = Guest::new(machine.as_str(), linux);
+            let name = format!("{guest}::boot");
+            let m = manifest.cloned();
+            let trial = name.clone();
+            let body = recorded(records, name.clone(), move || {
+                let r = match m {
+                    Some(m) => {
+                        boot_and_inventory(&m, &guest, &trial).map(|()| Completion::Completed)
+                    }
+                    None => Ok(Completion::Completed),
+                };
+                (r, None)
+            });
+            out.push(
+                Trial::ignorable_test(name, body)
+                    .with_kind("vm")
+                    .with_ignored_flag(skip),
+            );
+        }
+    }
+    out
+}
+
 fn main() {
     // First, before any thread: whatever the suite starts ends with it.
     harness::reaper::guard();
@@ -196,6 +236,14 @@ fn main() {
                 .with_ignored_flag(skip.is_some())
         })
         .collect();
+    trials.extend(boot_trials(manifest.as_ref(), &records, skip.is_some()));
+    if manifest.as_ref().is_none_or(|m| m.target.is_none()) {
+        trials.extend(kselftest::trials(
+            manifest.as_ref(),
+            &records,
+            skip.is_some(),
+        ));
+    }
     let mut target_pool = None;
     let target_mode = manifest.as_ref().is_some_and(|m| m.target.is_some());
     if let Some((m, run)) = manifest
@@ -224,6 +272,9 @@ fn main() {
             let p = Arc::new(Pool::new(m.clone(), Vec::new()));
             trials.extend(scenario_trials(&Arc::new(m), &p, &records, true));
         }
+    }
+    if let Some(part) = manifest.as_ref().and_then(|m| m.partition) {
+        trials.retain(|t| harness::manifest::in_partition(t.name(), part));
     }
     // Trials ignored up front never run; record them as skipped.
     let static_skips: Vec<TrialRecord> = trials

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use harness::linux::{Guest, Linux};
 use harness::manifest::Manifest;
 use harness::qemu::GuestMode;
 use harness::report::chain;
@@ -28,10 +29,14 @@ fn inline_scenario(
         .or_fail()
 }
 
-fn pool_for(m: &Manifest, machine: &str, trial: &str) -> Pool {
+/// A pool of its own for a trial, with `machine` on the default kernel.
+fn pool_for(m: &Manifest, machine: &str, trial: &str) -> (Pool, Guest) {
     let mut own = m.clone();
     own.log_root = m.log_root.join(trial.replace("::", "/"));
-    Pool::new(own, [machine.to_string()])
+    (
+        Pool::new(own, [machine.to_string()]),
+        Guest::new(machine, m.primary()),
+    )
 }
 
 /// A deliberately wrong expectation gives the framed report: step, line,
@@ -61,8 +66,8 @@ pub fn failure_report(m: &Manifest, machine: &str, trial: &str) -> Result<(), Fa
         "broken",
         "[[step]]\nop = \"mem.alloc\"\nsize = \"4K\"\n\n[[step]]\nop = \"file.read\"\npath = \"/no/such/file\"\nexpect = { value = \"x\" }\n",
     )?;
-    let pool = pool_for(m, machine, trial);
-    let t = pool.run(machine, &file);
+    let (pool, guest) = pool_for(m, machine, trial);
+    let t = pool.run(&guest, &file);
     pool.shutdown();
     let report = match &t.result {
         Err(f) => f.message().unwrap_or_default().to_string(),
@@ -111,10 +116,10 @@ pub fn kernel_warning(m: &Manifest, machine: &str, trial: &str) -> Result<(), Fa
     )?;
     let expected = inline_scenario(machine, "expected_warning", &format!("{EXPECT}{WARN}"))?;
     let unexpected = inline_scenario(machine, "warning", WARN)?;
-    let pool = pool_for(m, machine, trial);
-    let quiet = pool.run(machine, &missing);
-    let declared = pool.run(machine, &expected);
-    let warned = pool.run(machine, &unexpected);
+    let (pool, guest) = pool_for(m, machine, trial);
+    let quiet = pool.run(&guest, &missing);
+    let declared = pool.run(&guest, &expected);
+    let warned = pool.run(&guest, &unexpected);
     pool.shutdown();
     let message = |t: &iobench_tests::pool::ScenarioTrial| match &t.result {
         Ok(_) => None,
@@ -175,9 +180,9 @@ pub fn crash_mid_scenario(m: &Manifest, machine: &str, trial: &str) -> Result<()
         "fine",
         "[[step]]\nop = \"mem.alloc\"\nsize = \"4K\"\nfill = \"seq:2\"\nbind = \"b\"\n\n[[step]]\nop = \"mem.check\"\nbuffer = \"$b\"\npattern = \"seq:2\"\n",
     )?;
-    let pool = pool_for(m, machine, trial);
-    let first = pool.run(machine, &crash);
-    let second = pool.run(machine, &fine);
+    let (pool, guest) = pool_for(m, machine, trial);
+    let first = pool.run(&guest, &crash);
+    let second = pool.run(&guest, &fine);
     pool.shutdown();
     let report = first
         .result
@@ -241,8 +246,8 @@ pub fn host_qmp_freeze(m: &Manifest, machine: &str, trial: &str) -> Result<(), F
     Ok(())
 }
 
-/// One trial per (machine, scenario), interleaved by machine so parallel
-/// test threads tend to work on different machines.
+/// One trial per (machine, kernel version, scenario), interleaved by
+/// machine so parallel test threads tend to work on different machines.
 pub fn scenario_trials(
     m: &Arc<Manifest>,
     pool: &Arc<Pool>,
@@ -260,7 +265,12 @@ pub fn scenario_trials(
     };
     // Names that are not machine definitions are targets (`--target NAME`).
     let qemu_machines = harness::machine::available(&m.machines_dir);
-    let mut by_machine: BTreeMap<String, Vec<Trial>> = BTreeMap::new();
+    // Without a manifest (plain `cargo test`) the default version is listed.
+    let versions = match m.versions() {
+        v if v.is_empty() => vec![Linux::DEFAULT],
+        v => v,
+    };
+    let mut by_machine: BTreeMap<Guest, Vec<Trial>> = BTreeMap::new();
     for file in files {
         let file = Arc::new(file);
         for machine in &file.machines {
@@ -269,16 +279,19 @@ pub fn scenario_trials(
             {
                 continue;
             }
-            let name = format!("{machine}::{}", file.name());
-            let (pool, f, mach) = (pool.clone(), file.clone(), machine.clone());
-            let body = recorded(records, name.clone(), move || {
-                let t = pool.run(&mach, &f);
-                (t.result.clone_result(), Some(t))
-            });
-            let trial = Trial::ignorable_test(name, body)
-                .with_kind("scenario")
-                .with_ignored_flag(skip || file.disabled.is_some());
-            by_machine.entry(machine.clone()).or_default().push(trial);
+            for &linux in &versions {
+                let guest = Guest::new(machine.as_str(), linux);
+                let name = format!("{guest}::{}", file.name());
+                let (pool, f, g) = (pool.clone(), file.clone(), guest.clone());
+                let body = recorded(records, name.clone(), move || {
+                    let t = pool.run(&g, &f);
+                    (t.result.clone_result(), Some(t))
+                });
+                let trial = Trial::ignorable_test(name, body)
+                    .with_kind("scenario")
+                    .with_ignored_flag(skip || file.disabled.is_some());
+                by_machine.entry(guest).or_default().push(trial);
+            }
         }
     }
     let mut queues: Vec<std::vec::IntoIter<Trial>> =

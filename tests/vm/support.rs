@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use harness::agent::{Agent, AgentError};
+use harness::linux::Guest;
 use harness::manifest::Manifest;
 use harness::qemu::GuestMode;
 use harness::report::chain;
@@ -34,8 +35,9 @@ pub fn ask<T>(
     r.map_err(|e| vm.explain(e)).or_fail()
 }
 
-/// The manifest's spec for `machine` in `mode`, logging under the trial's
-/// name, with `cmdline` added to the kernel command line.
+/// The manifest's spec for `machine` on the run's primary kernel in `mode`,
+/// logging under the trial's name, with `cmdline` added to the kernel
+/// command line.
 pub fn spec(
     m: &Manifest,
     machine: &str,
@@ -43,7 +45,20 @@ pub fn spec(
     mode: GuestMode,
     cmdline: &str,
 ) -> Result<VmSpec, Failed> {
-    let mut s = m.spec(machine, &trial.replace("::", "/"), mode).or_fail()?;
+    spec_on(m, &Guest::new(machine, m.primary()), trial, mode, cmdline)
+}
+
+/// [`spec`] for a machine on any kernel version.
+pub fn spec_on(
+    m: &Manifest,
+    guest: &Guest,
+    trial: &str,
+    mode: GuestMode,
+    cmdline: &str,
+) -> Result<VmSpec, Failed> {
+    let mut s = m
+        .spec_on(guest, &trial.replace("::", "/"), mode)
+        .or_fail()?;
     s.boot.cmdline = cmdline.into();
     Ok(s)
 }

@@ -145,7 +145,7 @@ fn bug_subject(patch: &str) -> String {
 
 /// Makes the fixture history (once; cached by its inputs).
 pub fn history() -> Result<History> {
-    let debian = crate::kernel::debian_tree()?;
+    let debian = crate::kernel::debian_tree(harness::linux::Linux::V6_12)?;
     let patch = repo_root().join(BUG).join("reintroduce.patch");
     let patch_bytes =
         std::fs::read(&patch).with_context(|| format!("reading {}", patch.display()))?;

@@ -54,6 +54,12 @@ pub fn busybox(arch: &str) -> PathBuf {
     cache_dir().join(format!("toolchains/busybox-{arch}/bin/busybox"))
 }
 
+/// Debian's `libcap-dev` for `arch` (`libcap.a` and its header, for the
+/// static selftests), unpacked with its `.deb` name in `version`.
+pub fn libcap(arch: harness::machine::Arch) -> PathBuf {
+    cache_dir().join(format!("toolchains/libcap-{arch}"))
+}
+
 /// A content key: hex SHA-256 over length-prefixed parts (so `ab`+`c` ≠ `a`+`bc`).
 pub fn key(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();

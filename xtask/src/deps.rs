@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use anyhow::{Result, bail};
+use harness::machine::Arch;
 
 use crate::cache::{busybox, ppc64le_sysroot, qemu_deps_dir, qemu_wheels_dir};
 
@@ -68,6 +69,18 @@ fn deps() -> Vec<Dep> {
             name: "linux-source-6.12",
             ok: Path::new(LINUX_SOURCE).is_file(),
             fix: "apt-get install -t bookworm-backports linux-source-6.12",
+        },
+        Dep {
+            name: "linux-source-7.2 (Debian sid, verified, in the cache)",
+            ok: crate::sid::cached().is_some(),
+            fix: "cargo xtask setup (fetches it with a private apt configuration)",
+        },
+        Dep {
+            name: "static libcap for the selftests (x86_64, ppc64le)",
+            ok: [Arch::X86_64, Arch::Ppc64le]
+                .iter()
+                .all(|a| crate::cache::libcap(*a).join("version").is_file()),
+            fix: "cargo xtask setup",
         },
         Dep {
             name: "Debian rustc 1.85 (/usr/bin/rustc)",

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use harness::linux::Linux;
 use harness::machine::{Arch, KernelFlavour};
 
 /// iobench: IOMMU test bench for pseries and q35 guests.
@@ -31,6 +32,9 @@ pub enum Cmd {
     Initramfs(ImageArgs),
     /// Build kernel, agent and initramfs for one or both architectures.
     Images(ImageArgs),
+    /// Build the upstream IOMMU and VFIO selftests from the kernel's tree
+    /// (static, per architecture) and list their test cases.
+    Selftests(ImageArgs),
     /// Boot a machine, ping its agent, power it off (or give a shell).
     Run(RunArgs),
     /// Build what is stale and run the VM suite (libtest-mimic arguments pass through).
@@ -43,6 +47,24 @@ pub enum Cmd {
     /// Find the first commit of a kernel git tree where trials fail
     /// (builds each revision in a private clone; the tree is only read).
     Bisect(BisectArgs),
+    /// Merge the JSON reports of a sharded suite run (`test --json`, one
+    /// per shard) into one JUnit (and JSON) report; summary per kernel version.
+    Report(ReportArgs),
+}
+
+/// `report` options.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The shards' reports, written by `cargo xtask test --json F`; a
+    /// trial in two of them is an error (shards are disjoint).
+    #[arg(value_name = "JSON", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Write the merged JUnit XML report here.
+    #[arg(long, value_name = "FILE")]
+    pub junit: PathBuf,
+    /// Also write the merged records as one JSON report.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 /// `bisect` options.
@@ -165,6 +187,12 @@ pub struct TestArgs {
     /// Skip trials whose name contains this (repeatable).
     #[arg(long)]
     pub skip: Vec<String>,
+    /// Run only shard K of N (`--partition 2/4`): trials are dealt to
+    /// shards by a stable hash of their name (an upstream selftest's cases
+    /// by their program's run, so it runs once), like nextest's hash
+    /// partitioning.
+    #[arg(long, value_name = "K/N", value_parser = parse_partition)]
+    pub partition: Option<(u32, u32)>,
     /// Further libtest arguments, after `--`.
     #[arg(last = true)]
     pub rest: Vec<String>,
@@ -196,6 +224,20 @@ impl TestArgs {
         a.extend(self.filter.iter().cloned());
         a
     }
+}
+
+/// `K/N` with 1 ≤ K ≤ N.
+fn parse_partition(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("{s:?} is not K/N with 1 ≤ K ≤ N, e.g. 2/4");
+    let (k, n) = s.split_once('/').ok_or_else(bad)?;
+    let (k, n): (u32, u32) = (
+        k.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if k == 0 || k > n {
+        return Err(bad());
+    }
+    Ok((k, n))
 }
 
 /// Guest architecture on the command line.
@@ -255,6 +297,31 @@ pub struct KernelSource {
     /// after each scenario.
     #[arg(long, conflicts_with = "prebuilt")]
     pub debug: bool,
+    /// Kernel version: Debian's linux-source-6.12 or sid's
+    /// linux-source-7.2 (`test` runs both unless one is given; with `--src`
+    /// the tree's Makefile decides).
+    #[arg(long, value_enum, value_name = "VERSION")]
+    pub linux: Option<LinuxFlag>,
+}
+
+/// A kernel version on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LinuxFlag {
+    /// Linux 6.12 (the default).
+    #[value(name = "6.12")]
+    V6_12,
+    /// Linux 7.2.
+    #[value(name = "7.2")]
+    V7_2,
+}
+
+impl From<LinuxFlag> for Linux {
+    fn from(l: LinuxFlag) -> Self {
+        match l {
+            LinuxFlag::V6_12 => Linux::V6_12,
+            LinuxFlag::V7_2 => Linux::V7_2,
+        }
+    }
 }
 
 /// Whose prebuilt kernels `--prebuilt` boots.

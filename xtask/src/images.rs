@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use harness::linux::Linux;
 use harness::machine::{Arch, KernelFlavour, Machine};
 use harness::vm::Images;
 
@@ -35,8 +36,14 @@ pub struct Kernel {
     pub patches: Vec<String>,
 }
 
-/// The kernel for a flavour: `own` if given, else Debian's prebuilt one or a build.
-pub fn kernel(flavour: KernelFlavour, src: &KernelSource, own: Option<&PathBuf>) -> Result<Kernel> {
+/// The kernel for a flavour on `linux`: `own` if given, else Debian's
+/// prebuilt one or a build.
+pub fn kernel(
+    flavour: KernelFlavour,
+    linux: Linux,
+    src: &KernelSource,
+    own: Option<&PathBuf>,
+) -> Result<Kernel> {
     if let Some(k) = own {
         // `--kernel IMAGE --patch F`: the image was built with F (known-bug
         // verdicts count its fixes), e.g. by `cargo xtask bisect`.
@@ -70,13 +77,9 @@ pub fn kernel(flavour: KernelFlavour, src: &KernelSource, own: Option<&PathBuf>)
             patches: Vec::new(),
         });
     }
-    let mut paths = src.patches.clone();
-    if src.fixes {
-        paths.extend(crate::patch::fixes(&repo_root())?);
-    }
-    let patches = crate::patch::load(&paths)?;
+    let patches = patches(src, linux)?;
     let built = kernel::build(
-        &Flavour::with_debug(flavour, src.debug),
+        &Flavour::with_debug(flavour, linux, src.debug),
         &source(src),
         &patches,
     )?;
@@ -97,13 +100,65 @@ pub fn kernel(flavour: KernelFlavour, src: &KernelSource, own: Option<&PathBuf>)
     })
 }
 
-/// Builds the agent and the plain initramfs for `arch`; returns its path.
-pub fn initramfs(arch: Arch) -> Result<PathBuf> {
-    initramfs_with(arch, &[])
+/// The versions `src` builds: the one `--linux` gives, the `--src` tree's,
+/// the default one for prebuilt kernels, else every version if `all` (for
+/// `test`) or the default one.
+pub fn versions(src: &KernelSource, all: bool) -> Result<Vec<Linux>> {
+    Ok(match (src.linux, &src.src) {
+        (Some(l), _) => vec![l.into()],
+        (None, Some(dir)) => vec![kernel::tree_version(dir)?],
+        (None, None) if all && src.prebuilt.is_none() => Linux::ALL.to_vec(),
+        (None, None) => vec![Linux::DEFAULT],
+    })
 }
 
-/// Builds the agent and an initramfs for `arch` carrying `modules`; returns its path.
-pub fn initramfs_with(arch: Arch, modules: &[(String, Vec<u8>)]) -> Result<PathBuf> {
+/// The one version a single build or boot from `src` uses.
+pub fn version(src: &KernelSource) -> Result<Linux> {
+    Ok(versions(src, false)?[0])
+}
+
+/// The unpatched tree a build of `linux` from `src` starts from.
+pub fn tree(src: &KernelSource, linux: Linux) -> Result<PathBuf> {
+    match &src.src {
+        Some(d) => Ok(d.clone()),
+        None => kernel::debian_tree(linux),
+    }
+}
+
+/// The patches a build of `linux` from `src` applies: `--patch`, then with
+/// `--fixes` every fix of `kernel-patches/fixes/` the tree does not already
+/// have (a fix that went upstream in that release is left out, and said so).
+pub fn patches(src: &KernelSource, linux: Linux) -> Result<Vec<crate::patch::Patch>> {
+    let mut paths = src.patches.clone();
+    if src.fixes {
+        let base = tree(src, linux)?;
+        for fix in crate::patch::fixes(&repo_root())? {
+            if crate::patch::already_in(&base, &fix)? {
+                println!(
+                    "kernel: {} is already in {} (not applied)",
+                    fix.file_name().unwrap_or_default().to_string_lossy(),
+                    base.display()
+                );
+            } else {
+                paths.push(fix);
+            }
+        }
+    }
+    crate::patch::load(&paths)
+}
+
+/// Builds the agent and the plain initramfs for `arch`; returns its path.
+pub fn initramfs(arch: Arch) -> Result<PathBuf> {
+    initramfs_with(arch, &[], &[])
+}
+
+/// Builds the agent and an initramfs for `arch` carrying `modules` and
+/// `selftests` (programs for `/selftests/`); returns its path.
+pub fn initramfs_with(
+    arch: Arch,
+    modules: &[(String, Vec<u8>)],
+    selftests: &[(String, Vec<u8>)],
+) -> Result<PathBuf> {
     let agent = crate::agent::build(arch)?;
     let busybox = crate::cache::busybox(arch.as_str());
     if !busybox.is_file() {
@@ -114,30 +169,39 @@ pub fn initramfs_with(arch: Arch, modules: &[(String, Vec<u8>)]) -> Result<PathB
     }
     let dir = cache_dir().join("images");
     std::fs::create_dir_all(&dir)?;
-    let tag = if modules.is_empty() {
-        arch.to_string()
-    } else {
-        let names: Vec<&[u8]> = modules.iter().map(|(_, b)| b.as_slice()).collect();
-        format!("{arch}-mod-{}", &crate::cache::key(&names)[..12])
+    let blobs = |files: &[(String, Vec<u8>)]| -> Vec<u8> {
+        files
+            .iter()
+            .flat_map(|(n, b)| [n.as_bytes(), b.as_slice()])
+            .flat_map(|part| crate::cache::key(&[part]).into_bytes())
+            .collect()
     };
+    let mut tag = arch.to_string();
+    if !modules.is_empty() {
+        tag.push_str(&format!(
+            "-mod-{}",
+            &crate::cache::key(&[&blobs(modules)])[..12]
+        ));
+    }
+    if !selftests.is_empty() {
+        tag.push_str("-selftests");
+    }
     let init = repo_root().join("images/initramfs/init");
     // Keyed by content: trees with different agents (another checkout, an
     // older commit) must not boot each other's images.
     let read =
         |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let (agent_bytes, busybox_bytes, init_bytes) = (read(&agent)?, read(&busybox)?, read(&init)?);
-    let mut parts: Vec<&[u8]> = vec![
+    let (module_key, selftest_key) = (blobs(modules), blobs(selftests));
+    let parts: Vec<&[u8]> = vec![
         // How the image is laid out is part of its content too.
         include_str!("initramfs.rs").as_bytes(),
         &agent_bytes,
         &busybox_bytes,
         &init_bytes,
+        &module_key,
+        &selftest_key,
     ];
-    parts.extend(
-        modules
-            .iter()
-            .flat_map(|(n, b)| [n.as_bytes(), b.as_slice()]),
-    );
     let out = dir.join(format!(
         "initramfs-{tag}-{}.cpio",
         crate::cache::short(&crate::cache::key(&parts))
@@ -147,17 +211,17 @@ pub fn initramfs_with(arch: Arch, modules: &[(String, Vec<u8>)]) -> Result<PathB
     }
     // A name of this process's own: two commands may build the same image at once.
     let fresh = dir.join(format!("initramfs-{tag}.{}.new", std::process::id()));
-    crate::initramfs::build(&busybox, &agent, &init, modules, &fresh)?;
+    crate::initramfs::build(&busybox, &agent, &init, modules, selftests, &fresh)?;
     std::fs::rename(&fresh, &out).with_context(|| format!("writing {}", out.display()))?;
     Ok(out)
 }
 
 /// Kernel + initramfs for `machine`, built as needed; `own` overrides the image.
 pub fn for_machine(machine: &Machine, src: &KernelSource, own: Option<&PathBuf>) -> Result<Images> {
-    let k = kernel(machine.kernel.flavour, src, own)?;
+    let k = kernel(machine.kernel.flavour, version(src)?, src, own)?;
     Ok(Images {
         kernel: k.image,
-        initramfs: initramfs_with(machine.arch, &k.modules)?,
+        initramfs: initramfs_with(machine.arch, &k.modules, &[])?,
         vmlinux: k.vmlinux,
         patches: k.patches,
     })

@@ -4,7 +4,8 @@
 //! `/sbin/guest-agent`, `/dev/console` and `/dev/null` nodes (made without
 //! root), and `/init` (`images/initramfs/init`), which mounts proc, sys,
 //! dev, debugfs and tmp, loads any modules listed in `/etc/modules.order`,
-//! and then starts the agent, a shell, or nothing, as `iobench.mode=` says.
+//! and then starts the agent, a shell, or nothing, as `iobench.mode=` says;
+//! upstream selftest programs, when given, under `/selftests/`.
 //! Every entry has uid/gid 0, mtime 0 and inode numbers by position.
 
 use std::io::Write;
@@ -86,12 +87,14 @@ pub fn read(mut bytes: &[u8]) -> std::io::Result<Vec<(String, u32, Vec<u8>)>> {
     }
 }
 
-/// The entries of an initramfs around `busybox`, `agent` and `init`.
+/// The entries of an initramfs around `busybox`, `agent` and `init`, with
+/// kernel `modules` and upstream `selftests` programs.
 pub fn entries(
     busybox: Vec<u8>,
     agent: Vec<u8>,
     init: Vec<u8>,
     modules: &[(String, Vec<u8>)],
+    selftests: &[(String, Vec<u8>)],
 ) -> Vec<Entry> {
     let mut e: Vec<Entry> = [
         "bin",
@@ -116,6 +119,16 @@ pub fn entries(
     }
     e.push(Entry::File("sbin/guest-agent".into(), 0o755, agent));
     e.push(Entry::File("init".into(), 0o755, init));
+    if !selftests.is_empty() {
+        e.push(Entry::Dir("selftests".into()));
+        for (name, data) in selftests {
+            e.push(Entry::File(
+                format!("selftests/{name}"),
+                0o755,
+                data.clone(),
+            ));
+        }
+    }
     if !modules.is_empty() {
         let mut order = String::new();
         for (name, data) in modules {
@@ -142,10 +155,17 @@ pub fn build(
     agent: &Path,
     init: &Path,
     modules: &[(String, Vec<u8>)],
+    selftests: &[(String, Vec<u8>)],
     out: &Path,
 ) -> Result<()> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-    let entries = entries(read(busybox)?, read(agent)?, read(init)?, modules);
+    let entries = entries(
+        read(busybox)?,
+        read(agent)?,
+        read(init)?,
+        modules,
+        selftests,
+    );
     let tmp = out.with_extension("tmp");
     let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut w = write(&entries, std::io::BufWriter::new(f))?;
@@ -165,6 +185,7 @@ mod tests {
             b"AGENT".to_vec(),
             b"#!/bin/sh\necho hi\n".to_vec(),
             &[("vfio.ko".into(), b"KO".to_vec())],
+            &[("iommufd".into(), b"ELF".to_vec())],
         )
     }
 
@@ -184,6 +205,8 @@ mod tests {
         assert_eq!(find("dev/console").1, 0o020600);
         assert_eq!(find("sbin/guest-agent").2, b"AGENT");
         assert_eq!(find("etc/modules.order").2, b"vfio.ko\n");
+        assert_eq!(find("selftests/iommufd").1, 0o100755);
+        assert_eq!(find("selftests/iommufd").2, b"ELF");
         assert_eq!(got.len(), sample().len());
     }
 

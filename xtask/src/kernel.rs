@@ -23,6 +23,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use harness::linux::Linux;
 use harness::machine::{Arch, KernelFlavour};
 use xshell::{Shell, cmd};
 
@@ -41,6 +42,9 @@ pub struct Flavour {
     pub fragments: Vec<PathBuf>,
     /// The debug variant (`--debug`): the debug fragments come last.
     pub debug: bool,
+    /// The kernel version: `linux-<version>.config` follows the flavour's
+    /// own fragment where the version has one.
+    pub linux: Linux,
 }
 
 impl Flavour {
@@ -65,30 +69,43 @@ impl Flavour {
         parse_fragments(&frags)
     }
 
-    /// The build of `kind`: its fragments are `common`, the arch's, the
-    /// flavour's own.
+    /// The build of `kind` on Linux 6.12: its fragments are `common`, the
+    /// arch's, the flavour's own.
     pub fn new(kind: KernelFlavour) -> Flavour {
+        Flavour::on(kind, Linux::DEFAULT)
+    }
+
+    /// The build of `kind` on `linux`: `common`, the arch's, the flavour's
+    /// own, then `linux-<version>.config` if there is one (what the
+    /// version renamed or newly needs).
+    pub fn on(kind: KernelFlavour, linux: Linux) -> Flavour {
         let dir = repo_root().join("images/kernel");
         let parts: &[&str] = match kind {
             KernelFlavour::X86_64 => &["common", "x86_64"],
             KernelFlavour::Ppc64le4k => &["common", "ppc64le", "ppc64le-4k"],
             KernelFlavour::Ppc64le64k => &["common", "ppc64le", "ppc64le-64k"],
         };
+        let mut fragments: Vec<PathBuf> = parts
+            .iter()
+            .map(|p| dir.join(format!("{p}.config")))
+            .collect();
+        let own = dir.join(format!("linux-{linux}.config"));
+        if own.is_file() {
+            fragments.push(own);
+        }
         Flavour {
             kind,
             arch: kind.arch(),
-            fragments: parts
-                .iter()
-                .map(|p| dir.join(format!("{p}.config")))
-                .collect(),
+            fragments,
             debug: false,
+            linux,
         }
     }
 
-    /// `kind`'s debug variant if `debug`: its fragments, then `debug.config`,
-    /// then `debug-<arch>.config` if the arch has one.
-    pub fn with_debug(kind: KernelFlavour, debug: bool) -> Flavour {
-        let mut f = Flavour::new(kind);
+    /// `kind`'s debug variant on `linux` if `debug`: its fragments, then
+    /// `debug.config`, then `debug-<arch>.config` if the arch has one.
+    pub fn with_debug(kind: KernelFlavour, linux: Linux, debug: bool) -> Flavour {
+        let mut f = Flavour::on(kind, linux);
         if debug {
             let dir = repo_root().join("images/kernel");
             f.fragments.push(dir.join("debug.config"));
@@ -101,13 +118,18 @@ impl Flavour {
         f
     }
 
-    /// Its name in cache paths and messages: `x86_64`, `x86_64-debug`.
+    /// Its name in cache paths and messages: `x86_64`, `x86_64-debug`,
+    /// `x86_64-7.2` (the version when it is not the default one).
     pub fn name(&self) -> String {
+        let mut n = self.kind.to_string();
         if self.debug {
-            format!("{}-debug", self.kind)
-        } else {
-            self.kind.to_string()
+            n.push_str("-debug");
         }
+        if self.linux != Linux::DEFAULT {
+            n.push('-');
+            n.push_str(self.linux.as_str());
+        }
+        n
     }
 
     fn make_env(&self) -> Vec<String> {
@@ -235,7 +257,8 @@ pub fn verify(wants: &[Want], dotconfig: &str) -> Vec<(Want, String)> {
 /// Where the source comes from.
 #[derive(Debug, Clone)]
 pub enum Source {
-    /// Debian's linux-source-6.12 tarball.
+    /// Debian's `linux-source-X.Y` tarball of the flavour's version: 6.12
+    /// from bookworm-backports, 7.2 from sid (see [`crate::sid`]).
     Debian,
     /// A user's tree.
     Dir(PathBuf),
@@ -252,17 +275,40 @@ pub struct Built {
     pub cached: bool,
 }
 
-fn debian_version(sh: &Shell) -> Result<String> {
-    let format = "-f=${Version}";
-    cmd!(sh, "dpkg-query -W {format} linux-source-6.12")
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .context("linux-source-6.12 is not installed; run `cargo xtask setup`")
+/// Debian's package of `linux`'s source: its version, and a command that
+/// writes the source tarball (`.tar.xz`) to stdout.
+fn debian_package(sh: &Shell, linux: Linux) -> Result<(String, String)> {
+    match linux {
+        Linux::V6_12 => {
+            let format = "-f=${Version}";
+            let v = cmd!(sh, "dpkg-query -W {format} linux-source-6.12")
+                .quiet()
+                .ignore_stderr()
+                .read()
+                .context("linux-source-6.12 is not installed; run `cargo xtask setup`")?;
+            Ok((v, format!("cat {}", crate::deps::LINUX_SOURCE)))
+        }
+        Linux::V7_2 => {
+            let (deb, v) = crate::sid::cached().with_context(|| {
+                format!(
+                    "{} (Debian sid) is not in the cache; run `cargo xtask setup`",
+                    crate::sid::PACKAGE
+                )
+            })?;
+            let tarball = crate::sid::TARBALL;
+            Ok((
+                v,
+                format!(
+                    "dpkg-deb --fsys-tarfile '{}' | tar -xO ./{tarball}",
+                    deb.display()
+                ),
+            ))
+        }
+    }
 }
 
 /// Source directory and identity string.
-fn prepare_source(sh: &Shell, src: &Source) -> Result<(PathBuf, String)> {
+fn prepare_source(sh: &Shell, src: &Source, linux: Linux) -> Result<(PathBuf, String)> {
     match src {
         Source::Dir(d) => {
             let d = d
@@ -278,28 +324,50 @@ fn prepare_source(sh: &Shell, src: &Source) -> Result<(PathBuf, String)> {
             Ok((d, ident))
         }
         Source::Debian => {
-            let v = debian_version(sh)?;
-            let dir = cache_dir().join(format!("src/linux-source-6.12_{v}"));
+            let (v, tarball) = debian_package(sh, linux)?;
+            let package = format!("linux-source-{linux}");
+            let dir = cache_dir().join(format!("src/{package}_{v}"));
             if !dir.join("Makefile").is_file() {
-                let tarball = crate::deps::LINUX_SOURCE;
-                let stage = Stage::start(format!("kernel: unpacking {tarball} (once)"));
+                let stage = Stage::start(format!("kernel: unpacking {package} {v} (once)"));
                 let parent = cache_dir().join("src");
                 std::fs::create_dir_all(&parent)?;
                 let tmp = tempfile::tempdir_in(&parent)?;
                 let t = tmp.path();
-                stage.run(cmd!(sh, "tar -xJf {tarball} -C {t}"), None)?;
-                std::fs::rename(t.join("linux-source-6.12"), &dir)?;
+                let unpack = format!("{tarball} | tar -xJ -C '{}'", t.display());
+                stage.run(cmd!(sh, "sh -c {unpack}"), None)?;
+                std::fs::rename(t.join(&package), &dir)?;
                 stage.done();
             }
-            Ok((dir, format!("debian:linux-source-6.12:{v}")))
+            Ok((dir, format!("debian:{package}:{v}")))
         }
     }
 }
 
-/// Debian's unpacked `linux-source-6.12` tree in the cache (unpacked first
-/// if needed); never to be written.
-pub fn debian_tree() -> Result<PathBuf> {
-    Ok(prepare_source(&Shell::new()?, &Source::Debian)?.0)
+/// Debian's unpacked `linux-source-X.Y` tree of `linux` in the cache
+/// (unpacked first if needed); never to be written.
+pub fn debian_tree(linux: Linux) -> Result<PathBuf> {
+    Ok(prepare_source(&Shell::new()?, &Source::Debian, linux)?.0)
+}
+
+/// The version line of a kernel tree, from its Makefile's `VERSION` and
+/// `PATCHLEVEL` (for `--src`: which fragments fit it).
+pub fn tree_version(dir: &Path) -> Result<Linux> {
+    let path = dir.join("Makefile");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let get = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.trim_start().strip_prefix('='))
+            .map(str::trim)
+            .unwrap_or("")
+    };
+    let release = format!("{}.{}", get("VERSION"), get("PATCHLEVEL"));
+    Linux::of_release(&release).with_context(|| {
+        format!(
+            "{}: Linux {release} is older than every version iobench builds",
+            path.display()
+        )
+    })
 }
 
 /// Builds (or finds in the cache) the kernel of `flavour` from `src` with `patches`.
@@ -308,7 +376,7 @@ pub fn build(flavour: &Flavour, src: &Source, patches: &[Patch]) -> Result<Built
     crate::deps::require(&["make", "flex", "bison", "bc", flavour.compiler()])?;
     let wants = flavour.wants()?;
     let config = merged(&wants);
-    let (srcdir, ident) = prepare_source(&sh, src)?;
+    let (srcdir, ident) = prepare_source(&sh, src, flavour.linux)?;
     let ident = ident + &crate::patch::identity(patches);
     let cc = flavour.compiler();
     let toolchain = cmd!(sh, "{cc} --version").quiet().read()?;
@@ -512,9 +580,53 @@ mod tests {
     }
 
     #[test]
+    fn linux_7_2_adds_its_fragment_last_and_its_own_cache_name() {
+        for f in KernelFlavour::ALL {
+            let old = Flavour::on(f, Linux::V6_12);
+            let new = Flavour::on(f, Linux::V7_2);
+            assert_eq!(&new.fragments[..old.fragments.len()], &old.fragments[..]);
+            assert!(new.fragments.last().unwrap().ends_with("linux-7.2.config"));
+            assert_eq!(old.name(), f.as_str());
+            assert_eq!(new.name(), format!("{f}-7.2"));
+            let w = new.wants().unwrap();
+            // IOMMUFD_TEST needs the generic page table's AMDv1 format in 7.2.
+            assert!(w.iter().any(|w| w.name == "CONFIG_IOMMU_PT_AMDV1"));
+            assert!(
+                !old.wants()
+                    .unwrap()
+                    .iter()
+                    .any(|w| w.name == "CONFIG_IOMMU_PT_AMDV1")
+            );
+        }
+        assert_eq!(
+            Flavour::with_debug(KernelFlavour::X86_64, Linux::V7_2, true).name(),
+            "x86_64-debug-7.2"
+        );
+    }
+
+    #[test]
+    fn tree_versions_come_from_the_makefile() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("Makefile"),
+            "VERSION = 7\nPATCHLEVEL = 2\nSUBLEVEL = 13\n",
+        )
+        .unwrap();
+        assert_eq!(tree_version(d.path()).unwrap(), Linux::V7_2);
+        std::fs::write(d.path().join("Makefile"), "VERSION = 6\nPATCHLEVEL = 12\n").unwrap();
+        assert_eq!(tree_version(d.path()).unwrap(), Linux::V6_12);
+        std::fs::write(d.path().join("Makefile"), "VERSION = 5\nPATCHLEVEL = 15\n").unwrap();
+        let e = tree_version(d.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("Linux 5.15 is older than every version iobench builds"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn debug_variants_add_the_debug_fragments_last() {
         for f in KernelFlavour::ALL {
-            let fl = Flavour::with_debug(f, true);
+            let fl = Flavour::with_debug(f, Linux::DEFAULT, true);
             assert_eq!(fl.name(), format!("{f}-debug"));
             let w = fl.wants().unwrap();
             let has = |n: &str| {

@@ -16,12 +16,15 @@ mod flags;
 mod images;
 mod initramfs;
 mod kernel;
+mod merge;
 mod patch;
 mod prebuilt;
 mod progress;
 mod qemu;
 mod run;
+mod selftests;
 mod setup;
+mod sid;
 mod source;
 mod test;
 mod tidy;
@@ -76,7 +79,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Setup(_) => setup::setup(),
         Cmd::Doctor => doctor(),
         Cmd::Kernel(k) => {
-            let k = images::kernel(k.flavour(), &k.source, None)?;
+            let k = images::kernel(k.flavour(), images::version(&k.source)?, &k.source, None)?;
             println!("{} ({}{})", k.image.display(), k.origin, modules_note(&k));
             Ok(())
         }
@@ -97,7 +100,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Images(i) => {
             for arch in arches(i.arch) {
                 for f in harness::machine::KernelFlavour::of(arch) {
-                    let k = images::kernel(f, &i.source, None)?;
+                    let k = images::kernel(f, images::version(&i.source)?, &i.source, None)?;
                     println!(
                         "{f}: {} ({}{})",
                         k.image.display(),
@@ -107,12 +110,27 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                     if !k.modules.is_empty() {
                         println!(
                             "initramfs {f}: {}",
-                            images::initramfs_with(arch, &k.modules)?.display()
+                            images::initramfs_with(arch, &k.modules, &[])?.display()
                         );
                     }
                 }
                 if i.source.prebuilt.is_none() {
                     println!("initramfs {arch}: {}", images::initramfs(arch)?.display());
+                }
+            }
+            Ok(())
+        }
+        Cmd::Selftests(i) => {
+            for linux in images::versions(&i.source, false)? {
+                for arch in arches(i.arch) {
+                    let b = selftests::build(linux, arch, &i.source)?;
+                    for (name, path) in &b.programs {
+                        let n = b.cases.get(name).map_or(0, Vec::len);
+                        println!(
+                            "Linux {linux} {arch}: {name}: {n} cases, {}",
+                            path.display()
+                        );
+                    }
                 }
             }
             Ok(())
@@ -131,6 +149,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             runs: b.runs,
             accel: b.accel,
         }),
+        Cmd::Report(r) => merge::run(&r),
     }
 }
 

@@ -43,6 +43,21 @@ pub fn fixes(repo: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Whether `tree` already has the change of `patch` (it reverse-applies
+/// cleanly), e.g. a fix that went upstream in the tree's release.
+pub fn already_in(tree: &Path, patch: &Path) -> Result<bool> {
+    let status = std::process::Command::new("patch")
+        .args(["-p1", "-R", "--dry-run", "--batch", "--force", "-s", "-d"])
+        .arg(tree)
+        .arg("-i")
+        .arg(std::path::absolute(patch)?)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .context("running patch (is it installed? `cargo xtask setup`)")?;
+    Ok(status.success())
+}
+
 /// Reads the patches named on the command line.
 pub fn load(paths: &[PathBuf]) -> Result<Vec<Patch>> {
     paths

@@ -5,13 +5,16 @@
 //! `bookworm-backports` (QEMU 10) and the `ppc64el` dpkg architecture,
 //! installs Debian packages, unpacks the ppc64le Rust std and static busybox
 //! for both arches into the cache (`apt-get download`, no dpkg side effects)
-//! and installs `vhost-device-vsock` with cargo.  A failing ppc64el index of
+//! and installs `vhost-device-vsock` with cargo.  Linux 7.2's source comes
+//! from Debian sid through a private apt configuration ([`crate::sid`]),
+//! never through the machine's own sources.  A failing ppc64el index of
 //! the security suite is only a warning: everything comes from bookworm
 //! main and backports, pinned to versions that exist for both arches.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use harness::machine::Arch;
 use xshell::{Shell, cmd};
 
 use crate::cache::{busybox, cache_dir, ppc64le_sysroot, qemu_deps_dir, qemu_wheels_dir};
@@ -45,6 +48,8 @@ const APT_MAIN: &[&str] = &[
     "python3-venv",
     "python3-pip",
     "patch",
+    // the VFIO selftests link libuuid statically
+    "uuid-dev",
 ];
 
 /// glib's development packages and what their pkg-config files require.
@@ -118,7 +123,9 @@ pub fn setup() -> Result<()> {
     )
     .run()?;
     unpack_debs(&sh)?;
+    unpack_libcap(&sh)?;
     qemu_deps(&sh)?;
+    crate::sid::fetch()?;
     if !on_path("vhost-device-vsock") {
         println!("setup: cargo install vhost-device-vsock {VHOST_VSOCK} (about a minute)");
         let v = format!("vhost-device-vsock@{VHOST_VSOCK}");
@@ -129,6 +136,46 @@ pub fn setup() -> Result<()> {
         bail!("{missing} dependencies are still missing after setup");
     }
     println!("setup: all dependencies ok");
+    Ok(())
+}
+
+/// Unpacks Debian's `libcap-dev` for both arches into the cache (the
+/// iommufd selftests link `libcap.a` statically), with its version in
+/// `version` (part of the selftests' cache key).
+fn unpack_libcap(sh: &Shell) -> Result<()> {
+    for arch in [Arch::X86_64, Arch::Ppc64le] {
+        let dest = crate::cache::libcap(arch);
+        if dest.join("version").is_file() {
+            continue;
+        }
+        let deb_arch = match arch {
+            Arch::X86_64 => "amd64",
+            Arch::Ppc64le => "ppc64el",
+        };
+        let pkg = format!("libcap-dev:{deb_arch}");
+        let stage = Stage::start(format!("setup: unpacking {pkg} into {}", dest.display()));
+        let dl = tempfile::tempdir()?;
+        {
+            let _cd = sh.push_dir(dl.path());
+            stage
+                .run(cmd!(sh, "apt-get download -q {pkg}"), None)
+                .with_context(|| format!("apt-get download {pkg}"))?;
+        }
+        let deb = std::fs::read_dir(dl.path())?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
+            .with_context(|| format!("apt-get download {pkg} left no .deb"))?;
+        let _ = std::fs::remove_dir_all(&dest);
+        stage.run(cmd!(sh, "dpkg-deb -x {deb} {dest}"), None)?;
+        let name = deb
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        std::fs::write(dest.join("version"), name)?;
+        stage.done();
+    }
     Ok(())
 }
 

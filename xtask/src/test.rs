@@ -1,6 +1,8 @@
 //! `cargo xtask test`: build what is stale, then run the VM suite.
 //!
-//! Builds the kernels the suite's machines need and both initramfs images,
+//! Builds the kernels the suite's machines need, on every kernel version
+//! of the run (Linux 6.12 and 7.2 unless `--linux` names one), and the
+//! initramfs images,
 //! picks the accelerator per architecture, writes the image manifest
 //! (`target/iobench/images.json`) and runs `tests/vm/` through cargo with
 //! `IOBENCH_IMAGES` pointing at it; libtest arguments pass through.
@@ -8,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
+use harness::linux::Linux;
 use harness::machine::{Arch, KernelFlavour, QemuBuild};
 use harness::manifest::{FlavourImages, MANIFEST_ENV, Manifest, TargetRun};
 use xshell::{Shell, cmd};
@@ -80,34 +83,56 @@ pub fn run(t: &TestArgs) -> Result<()> {
         .as_ref()
         .map(|k| kernel_arch(k).map(|a| (a, k.clone())))
         .transpose()?;
-    let mut flavours = BTreeMap::new();
-    for f in wanted {
-        let arch = f.arch();
-        let own = own_kernel
-            .as_ref()
-            .filter(|(a, _)| *a == arch)
-            .map(|(_, k)| k);
-        let k = crate::images::kernel(f, &t.source, own)?;
-        let initramfs = crate::images::initramfs_with(arch, &k.modules)?;
-        let accel = crate::accel::choose(t.accel, arch, &k.image)?;
-        flavours.insert(
-            f,
-            FlavourImages {
-                kernel: k.image,
-                vmlinux: k.vmlinux,
-                initramfs,
-                accel,
-                patches: k.patches,
-                debug: t.source.debug && own.is_none(),
-            },
-        );
+    let versions = if own_kernel.is_some() || t.target.is_some() {
+        // A given image, or a lab target, is one kernel.
+        vec![crate::images::version(&t.source)?]
+    } else {
+        crate::images::versions(&t.source, true)?
+    };
+    let mut kernels: BTreeMap<Linux, BTreeMap<KernelFlavour, FlavourImages>> = BTreeMap::new();
+    for &linux in &versions {
+        for &f in &wanted {
+            let arch = f.arch();
+            let own = own_kernel
+                .as_ref()
+                .filter(|(a, _)| *a == arch)
+                .map(|(_, k)| k);
+            let k = crate::images::kernel(f, linux, &t.source, own)?;
+            // The upstream selftests come from the tree the kernel was built from.
+            let selftests = if own.is_none()
+                && t.source.prebuilt.is_none()
+                && crate::selftests::IN_SUITE.contains(&linux)
+            {
+                crate::selftests::build(linux, arch, &t.source)?
+            } else {
+                Default::default()
+            };
+            let initramfs = crate::images::initramfs_with(
+                arch,
+                &k.modules,
+                &crate::selftests::files(&selftests)?,
+            )?;
+            let accel = crate::accel::choose(t.accel, arch, &k.image)?;
+            kernels.entry(linux).or_default().insert(
+                f,
+                FlavourImages {
+                    kernel: k.image,
+                    vmlinux: k.vmlinux,
+                    initramfs,
+                    accel,
+                    patches: k.patches,
+                    debug: t.source.debug && own.is_none(),
+                    selftests: selftests.cases,
+                },
+            );
+        }
     }
     let out = crate::cache::out_dir();
     std::fs::create_dir_all(&out)?;
     let absolute = |p: &Option<std::path::PathBuf>| p.as_ref().map(std::path::absolute).transpose();
     let patched_qemu = patched_qemu(&root, &machines)?;
     let manifest = Manifest {
-        flavours,
+        kernels,
         log_root: out.join("logs"),
         machines_dir: root.join("qemu-configs"),
         scenarios_dir: root.join("scenarios"),
@@ -124,6 +149,7 @@ pub fn run(t: &TestArgs) -> Result<()> {
                 .unwrap_or_default(),
         }),
         patched_qemu,
+        partition: t.partition,
         junit: absolute(&t.junit)?,
         json: absolute(&t.json)?,
     };

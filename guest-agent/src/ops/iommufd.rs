@@ -1,8 +1,17 @@
-//! iommufd: IOAS alloc/map/unmap/copy/ranges/allow, options, HWPT and
-//! hardware info, plus the selftest mock domain and access objects
-//! (`IOMMU_TEST_CMD`, present with `CONFIG_IOMMUFD_TEST`).
+//! iommufd: IOAS alloc/map (of memory or a memfd)/unmap/copy/ranges/allow,
+//! the accounting process of its pins, options, HWPT and hardware info,
+//! plus the selftest mock domain and access objects (`IOMMU_TEST_CMD`,
+//! present with `CONFIG_IOMMUFD_TEST`).  HWPT dirty tracking ([`dirty`]),
+//! cache invalidation ([`invalidate`]), the fault and vIOMMU event queues
+//! ([`eventq`]) and vIOMMUs with their vDEVICEs and hardware queues
+//! ([`viommu`]) have modules of their own.
 
-use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
+pub mod dirty;
+pub mod eventq;
+pub mod invalidate;
+pub mod viommu;
+
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use serde_json::{Value, json};
@@ -10,10 +19,29 @@ use serde_json::{Value, json};
 use crate::args::Args;
 use crate::ctx::{Ctx, Object};
 use crate::outcome::{OpError, OpResult};
-use crate::uapi::{IommuTestCmd, argsz, iofd, iommufd_ioctl as io, test_op};
+use crate::uapi::{IommuTestCmd, argsz, iofd, iommufd_ioctl as io, selftest, test_op};
 
 fn id(v: u32) -> Value {
     Value::from(v)
+}
+
+/// An argument of `[start, last]` IOVA pairs (`ArgKind::Ranges`).
+fn ranges(args: &Args, key: &str) -> Result<Vec<(u64, u64)>, OpError> {
+    let list = args
+        .get(key)?
+        .as_array()
+        .ok_or_else(|| format!("{key}: expected an array"))?;
+    let mut out = Vec::new();
+    for (i, pair) in list.iter().enumerate() {
+        let p = pair
+            .as_array()
+            .filter(|p| p.len() == 2)
+            .ok_or_else(|| format!("{key}[{i}]: expected [start, last]"))?;
+        let n =
+            |v: &Value| iobench_proto::ops::parse_u64(v).map_err(|e| format!("{key}[{i}]: {e}"));
+        out.push((n(&p[0])?, n(&p[1])?));
+    }
+    Ok(out)
 }
 
 /// `iommufd.open`.
@@ -124,23 +152,10 @@ pub fn iova_ranges(ctx: &mut Ctx, args: &Args) -> OpResult {
 
 /// `ioas.allow_iovas`.
 pub fn allow_iovas(ctx: &mut Ctx, args: &Args) -> OpResult {
-    let list = args
-        .get("ranges")?
-        .as_array()
-        .ok_or("ranges: expected an array")?;
-    let mut ranges = Vec::new();
-    for (i, pair) in list.iter().enumerate() {
-        let p = pair
-            .as_array()
-            .filter(|p| p.len() == 2)
-            .ok_or_else(|| format!("ranges[{i}]: expected [start, last]"))?;
-        let n =
-            |v: &Value| iobench_proto::ops::parse_u64(v).map_err(|e| format!("ranges[{i}]: {e}"));
-        ranges.push(iofd::iommu_iova_range {
-            start: n(&p[0])?,
-            last: n(&p[1])?,
-        });
-    }
+    let ranges: Vec<iofd::iommu_iova_range> = ranges(args, "ranges")?
+        .into_iter()
+        .map(|(start, last)| iofd::iommu_iova_range { start, last })
+        .collect();
     let mut a = iofd::iommu_ioas_allow_iovas {
         size: argsz::<iofd::iommu_ioas_allow_iovas>(),
         ioas_id: args.u32("ioas")?,
@@ -218,6 +233,38 @@ pub fn map(ctx: &mut Ctx, args: &Args) -> OpResult {
     .map(Value::from)
 }
 
+/// `ioas.map_file`: maps a range of a memfd buffer's file (its offset is
+/// the file offset); fixed IOVA if given; yields the IOVA.
+pub fn map_file(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let (buf, offset, length) = ctx.buffer_range(args)?;
+    let file = buf
+        .file()
+        .ok_or("buffer: not a memfd (mem.alloc with memfd = true)")?;
+    let iova = args.opt_u64("iova")?;
+    let mut m = iofd::iommu_ioas_map_file {
+        size: argsz::<iofd::iommu_ioas_map_file>(),
+        flags: map_flags(args, iova.is_some())?,
+        ioas_id: args.u32("ioas")?,
+        fd: file.as_raw_fd(),
+        start: offset,
+        length,
+        iova: iova.unwrap_or(0),
+    };
+    io::IOAS_MAP_FILE.call(ctx.fd(args, "iommufd")?, &mut m)?;
+    Ok(m.iova.into())
+}
+
+/// `ioas.change_process`: the pins of every (memfd) mapping of the iommufd
+/// are charged to this process from now on.
+pub fn change_process(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let mut c = iofd::iommu_ioas_change_process {
+        size: argsz::<iofd::iommu_ioas_change_process>(),
+        __reserved: 0,
+    };
+    io::IOAS_CHANGE_PROCESS.call(ctx.fd(args, "iommufd")?, &mut c)?;
+    Ok(Value::Null)
+}
+
 /// `ioas.unmap`: yields the length unmapped.
 pub fn unmap(ctx: &mut Ctx, args: &Args) -> OpResult {
     unmap_raw(
@@ -268,15 +315,33 @@ pub fn option(ctx: &mut Ctx, args: &Args) -> OpResult {
     Ok(o.val64.into())
 }
 
-/// `hwpt.alloc`.
+/// `hwpt.alloc`: a paging HWPT on an IOAS, or with `data = "selftest"` a
+/// nested one on a nesting parent HWPT or a vIOMMU (the mock's IOTLB
+/// entries start as `iotlb`); with `fault_id` its I/O page faults go to
+/// that fault queue.
 pub fn hwpt_alloc(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let fault_id = args.opt_u32("fault_id")?;
+    let mut flags = args.u32_or("flags", 0)?;
+    if fault_id.is_some() {
+        flags |= iofd::iommufd_hwpt_alloc_flags_IOMMU_HWPT_FAULT_ID_VALID;
+    }
+    let mut data = selftest::HwptSelftest {
+        iotlb: args.u32_or("iotlb", selftest::TEST_IOTLB_DEFAULT)?,
+        pagetable_type: 0,
+    };
     let mut h = iofd::iommu_hwpt_alloc {
         size: argsz::<iofd::iommu_hwpt_alloc>(),
-        flags: args.u64_or("flags", 0)? as u32,
+        flags,
         dev_id: args.u32("dev_id")?,
         pt_id: args.u32("pt_id")?,
+        fault_id: fault_id.unwrap_or(0),
         ..Default::default()
     };
+    if args.str_or("data", "none")? == "selftest" {
+        h.data_type = selftest::HWPT_DATA_SELFTEST;
+        h.data_len = argsz::<selftest::HwptSelftest>();
+        h.data_uptr = (&mut data as *mut selftest::HwptSelftest) as u64;
+    }
     io::HWPT_ALLOC.call(ctx.fd(args, "iommufd")?, &mut h)?;
     Ok(id(h.out_hwpt_id))
 }
@@ -308,11 +373,24 @@ fn test_cmd(fd: BorrowedFd<'_>, cmd: &mut IommuTestCmd) -> Result<(), OpError> {
     io::TEST_CMD.call(fd, cmd).map(|_| ()).map_err(Into::into)
 }
 
-/// `mock.domain`: a mock device bound and attached to the IOAS.
+/// `mock.domain`: a mock device bound and attached to the IOAS (or HWPT);
+/// with `no_dirty` one whose IOMMU cannot track dirty pages.
 pub fn mock_domain(ctx: &mut Ctx, args: &Args) -> OpResult {
-    let mut c = IommuTestCmd::new(test_op::MOCK_DOMAIN, args.u32("ioas")?);
-    test_cmd(ctx.fd(args, "iommufd")?, &mut c)?;
-    Ok(json!({ "stdev_id": c.word(0), "hwpt_id": c.word(1), "idev_id": c.word(2) }))
+    let fd = ctx.fd(args, "iommufd")?;
+    let pt_id = args.u32("ioas")?;
+    let (stdev, hwpt, idev) = if args.bool_or("no_dirty", false)? {
+        let mut m = selftest::MockDomainFlags {
+            dev_flags: selftest::MOCK_FLAGS_DEVICE_NO_DIRTY,
+            ..Default::default()
+        };
+        selftest::MOCK_DOMAIN_FLAGS.call(fd, pt_id, &mut m)?;
+        (m.out_stdev_id, m.out_hwpt_id, m.out_idev_id)
+    } else {
+        let mut c = IommuTestCmd::new(test_op::MOCK_DOMAIN, pt_id);
+        test_cmd(fd, &mut c)?;
+        (c.word(0), c.word(1), c.word(2))
+    };
+    Ok(json!({ "stdev_id": stdev, "hwpt_id": hwpt, "idev_id": idev }))
 }
 
 /// `mock.domain_replace`.
@@ -385,4 +463,34 @@ pub fn access_pages(ctx: &mut Ctx, args: &Args) -> OpResult {
     c.u[3] = buf.addr(offset);
     test_cmd(ctx.fd(args, "iommufd")?, &mut c)?;
     Ok(c.word(1).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use iobench_proto::ops::{ArgKind, op};
+
+    #[test]
+    fn every_choice_of_the_catalogue_has_its_number() {
+        type Table = &'static [(&'static str, u32)];
+        let tables: [(&str, &str, Table); 5] = [
+            ("fault.respond", "code", super::eventq::RESPONSE_CODES),
+            ("veventq.alloc", "type", super::eventq::VEVENTQ_TYPES),
+            (
+                "hwpt.invalidate",
+                "data_type",
+                super::invalidate::DATA_TYPES,
+            ),
+            ("viommu.alloc", "type", super::viommu::VIOMMU_TYPES),
+            ("hw_queue.alloc", "type", super::viommu::HW_QUEUE_TYPES),
+        ];
+        for (name, arg, table) in tables {
+            let spec = op(name).unwrap_or_else(|| panic!("{name}"));
+            let kind = spec.args.iter().find(|a| a.name == arg).map(|a| a.kind);
+            let Some(ArgKind::Choice(words)) = kind else {
+                panic!("{name}: {arg} is not a choice");
+            };
+            let ours: Vec<&str> = table.iter().map(|(w, _)| *w).collect();
+            assert_eq!(words, ours.as_slice(), "{name} {arg}");
+        }
+    }
 }

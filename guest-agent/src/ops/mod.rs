@@ -1,13 +1,19 @@
 //! The agent's operations, one function per entry of
 //! `iobench_proto::ops::OPS`, grouped by interface: [`vfio`] (container,
-//! group, device, sPAPR windows, EEH), [`iommufd`] (IOAS, HWPT, mock domain),
-//! [`edu`] (device DMA), [`bench`] (timed loops), and here the generic ones
+//! group, device, sPAPR windows, EEH), [`iommufd`] (IOAS, HWPT, mock
+//! domain, dirty tracking, invalidation, event queues, vIOMMU),
+//! [`edu`] (device DMA), [`bench`] (timed loops), [`selftest`] (upstream
+//! selftest programs), and here the generic ones
 //! (memory, checks, files, the kernel log, debugging aids).
 
 pub mod bench;
 pub mod edu;
 pub mod iommufd;
+pub mod selftest;
 pub mod vfio;
+
+use std::fs::File;
+use std::os::fd::BorrowedFd;
 
 use iobench_proto::ops::{parse_u64, value_matches};
 use serde_json::{Value, json};
@@ -33,14 +39,23 @@ pub const TABLE: &[(&str, OpFn)] = &[
     }),
     ("edu.dma", edu::dma),
     ("eeh.pe_op", vfio::eeh_pe_op),
+    ("fault.alloc", iommufd::eventq::fault_alloc),
+    ("fault.read", iommufd::eventq::fault_read),
+    ("fault.respond", iommufd::eventq::fault_respond),
     ("file.read", file_read),
     ("file.write", file_write),
+    ("hw_queue.alloc", iommufd::viommu::hw_queue_alloc),
     ("hwpt.alloc", iommufd::hwpt_alloc),
+    ("hwpt.get_dirty_bitmap", iommufd::dirty::get_bitmap),
+    ("hwpt.invalidate", iommufd::invalidate::invalidate),
+    ("hwpt.set_dirty_tracking", iommufd::dirty::set_tracking),
     ("ioas.alloc", iommufd::ioas_alloc),
     ("ioas.allow_iovas", iommufd::allow_iovas),
+    ("ioas.change_process", iommufd::change_process),
     ("ioas.copy", iommufd::copy),
     ("ioas.iova_ranges", iommufd::iova_ranges),
     ("ioas.map", iommufd::map),
+    ("ioas.map_file", iommufd::map_file),
     ("ioas.unmap", iommufd::unmap),
     ("iommufd.destroy", iommufd::destroy),
     ("iommufd.hw_info", iommufd::hw_info),
@@ -56,15 +71,24 @@ pub const TABLE: &[(&str, OpFn)] = &[
     ("mock.access_pages", iommufd::access_pages),
     ("mock.access_rw", iommufd::access_rw),
     ("mock.add_reserved", iommufd::add_reserved),
+    ("mock.check_dev_cache", iommufd::invalidate::check_dev_cache),
+    ("mock.check_iotlb", iommufd::invalidate::check_iotlb),
     ("mock.check_map", iommufd::check_map),
+    ("mock.dirty", iommufd::dirty::mock_dirty),
     ("mock.domain", iommufd::mock_domain),
     ("mock.domain_replace", iommufd::mock_domain_replace),
+    ("mock.trigger_iopf", iommufd::eventq::trigger_iopf),
+    ("mock.trigger_vevent", iommufd::eventq::trigger_vevent),
     ("pci.bind_vfio", vfio::bind),
+    ("selftest.run", selftest::run),
     ("spapr.create_window", vfio::create_window),
     ("spapr.register_memory", vfio::register_memory),
     ("spapr.remove_window", vfio::remove_window),
     ("spapr.tce_info", vfio::tce_info),
     ("spapr.unregister_memory", vfio::unregister_memory),
+    ("vdevice.alloc", iommufd::viommu::vdevice_alloc),
+    ("veventq.alloc", iommufd::eventq::veventq_alloc),
+    ("veventq.read", iommufd::eventq::veventq_read),
     ("vfio.cdev_attach", vfio::cdev_attach),
     ("vfio.cdev_bind", vfio::cdev_bind),
     ("vfio.cdev_detach", vfio::cdev_detach),
@@ -84,6 +108,7 @@ pub const TABLE: &[(&str, OpFn)] = &[
     ("vfio.region_write", vfio::region_write),
     ("vfio.set_iommu", vfio::set_iommu),
     ("vfio.unmap_dma", vfio::unmap_dma),
+    ("viommu.alloc", iommufd::viommu::viommu_alloc),
 ];
 
 /// Runs one operation.
@@ -99,12 +124,30 @@ pub fn dispatch(ctx: &mut Ctx, op: &str, args: &Args) -> OpResult {
 
 fn mem_alloc(ctx: &mut Ctx, args: &Args) -> OpResult {
     let size = args.u64("size")?;
-    let buf = Buffer::new(size as usize, args.bool_or("hugetlb", false)?)?;
+    let hugetlb = args.bool_or("hugetlb", false)?;
+    let buf = if args.bool_or("memfd", false)? {
+        Buffer::memfd(size as usize, hugetlb)?
+    } else {
+        Buffer::new(size as usize, hugetlb)?
+    };
     if args.opt("fill").is_some() {
         buf.fill(args.pattern("fill")?, 0, size);
     }
     let addr = buf.addr(0);
     Ok(ctx.add(Object::Buffer(buf), json!({ "size": size, "addr": addr })))
+}
+
+/// Runs `f` on a duplicate of `fd` as a `File` (the same open file); an
+/// I/O error becomes its errno.
+pub fn with_file<T>(
+    fd: BorrowedFd<'_>,
+    f: impl FnOnce(&File) -> std::io::Result<T>,
+) -> Result<T, OpError> {
+    let file = File::from(fd.try_clone_to_owned().map_err(|e| format!("dup: {e}"))?);
+    f(&file).map_err(|e| match e.raw_os_error() {
+        Some(code) => OpError::Errno(code),
+        None => OpError::Error(e.to_string()),
+    })
 }
 
 fn mem_fill(ctx: &mut Ctx, args: &Args) -> OpResult {

@@ -2,7 +2,7 @@
 //! sPAPR TCE v2 mapping, sPAPR DMA windows, and `VFIO_EEH_PE_OP`.
 
 use std::ffi::CString;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -15,6 +15,8 @@ use crate::ctx::{Ctx, Object};
 use crate::outcome::{OpError, OpResult};
 use crate::pci;
 use crate::uapi::{Ioctl, argsz, vfio, vfio_ioctl as io};
+
+use super::with_file;
 
 fn open_rw(path: &Path) -> Result<OwnedFd, OpError> {
     match OpenOptions::new().read(true).write(true).open(path) {
@@ -186,17 +188,6 @@ pub fn region(fd: BorrowedFd<'_>, index: u32) -> Result<(u64, u64), OpError> {
 /// Whether emulated device registers are big-endian: QEMU's `DEVICE_NATIVE_ENDIAN`
 /// devices (edu) are big-endian on `qemu-system-ppc64`, little-endian on x86.
 const DEVICE_BIG_ENDIAN: bool = cfg!(target_arch = "powerpc64");
-
-fn with_file<T>(
-    fd: BorrowedFd<'_>,
-    f: impl FnOnce(&File) -> std::io::Result<T>,
-) -> Result<T, OpError> {
-    let file = File::from(fd.try_clone_to_owned().map_err(|e| format!("dup: {e}"))?);
-    f(&file).map_err(|e| match e.raw_os_error() {
-        Some(code) => OpError::Errno(code),
-        None => OpError::Error(e.to_string()),
-    })
-}
 
 /// Reads a 4- or 8-byte register with one `pread` (edu faults on smaller accesses).
 pub fn read_reg(

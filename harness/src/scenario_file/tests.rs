@@ -182,3 +182,22 @@ fn expect_kernel_warning_is_read_and_must_say_something() {
     assert_eq!(line, 4);
     assert!(msg.contains("expect_kernel_warning must be text"), "{msg}");
 }
+
+#[test]
+fn min_linux_ignores_older_kernels_and_must_be_known() {
+    assert_eq!(parse(GOOD).unwrap().too_old(Linux::V6_12), None);
+    let text = GOOD.replacen("requires", "min_linux = \"7.2\"\nrequires", 1);
+    let s = parse(&text).unwrap();
+    assert_eq!(s.min_linux, Some(Linux::V7_2));
+    assert_eq!(s.too_old(Linux::V7_2), None);
+    assert_eq!(
+        s.too_old(Linux::V6_12).as_deref(),
+        Some("needs Linux 7.2 or later (min_linux); this is 6.12")
+    );
+    let (line, msg) = error_at(&text.replace("\"7.2\"", "\"7.9\""));
+    assert_eq!(line, 4);
+    assert!(
+        msg.contains("min_linux \"7.9\" is not a kernel version iobench builds (6.12, 7.2)"),
+        "{msg}"
+    );
+}

@@ -589,7 +589,7 @@ pub const OPS: &[OpSpec] = &[
     },
     OpSpec {
         name: "selftest.run",
-        summary: "run an upstream selftest program of the initramfs (`/selftests/<program>`) with `args` and a device's address last, killed after `timeout` s; yields {exit, signal, timed_out, seconds, output, truncated}",
+        summary: "run an upstream selftest program of the initramfs (`/selftests/<program>`) with `args` and a device's address last, killed after `timeout` s; yields {exit, signal, timed_out, seconds, output, truncated, orphaned}",
         args: &[
             req("program", Str),
             opt("args", Str),

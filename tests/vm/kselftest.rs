@@ -41,11 +41,19 @@ struct Program {
     device: Option<&'static str>,
     /// Guest memory for the run, if the machine's is too small.
     memory: Option<&'static str>,
+    /// Kernel command-line words for the run, by architecture (ppc64le, x86_64).
+    cmdline: (&'static str, &'static str),
     /// Seconds the whole program may take under TCG.
     timeout: u64,
 }
 
 const IOMMU_MACHINES: &[&str] = &["pseries", "pseries-64k", "q35"];
+
+/// Reserved huge pages for `iommufd`: its `*_hugepage` and `*_huge` cases
+/// mmap `MAP_HUGETLB` buffers of up to 128 MiB plus two huge pages (the
+/// selftest's `get_huge_page_size()` is the default size: 16 MiB on
+/// pseries' hash MMU, 2 MiB on x86_64).
+const HUGEPAGES: (&str, &str) = ("hugepages=24", "hugepagesz=2M hugepages=192");
 
 /// What runs where.  The VFIO tests pin 1 GiB + 2 MiB per case
 /// (`vfio_pci_driver_test`), hence 3 GiB; they drive QEMU's `edu` through
@@ -55,43 +63,49 @@ const PROGRAMS: &[Program] = &[
         name: "iommufd",
         machines: IOMMU_MACHINES,
         device: None,
-        memory: None,
-        timeout: 1800,
+        memory: Some("2G"),
+        cmdline: HUGEPAGES,
+        timeout: 600,
     },
     Program {
         name: "iommufd_fail_nth",
         machines: IOMMU_MACHINES,
         device: None,
         memory: None,
-        timeout: 1800,
+        cmdline: ("", ""),
+        timeout: 600,
     },
     Program {
         name: "vfio_pci_device_test",
         machines: &["q35"],
         device: Some("1234:11e8"),
         memory: Some("3G"),
-        timeout: 900,
+        cmdline: ("", ""),
+        timeout: 600,
     },
     Program {
         name: "vfio_pci_driver_test",
         machines: &["q35"],
         device: Some("1234:11e8"),
         memory: Some("3G"),
-        timeout: 1800,
+        cmdline: ("", ""),
+        timeout: 600,
     },
     Program {
         name: "vfio_dma_mapping_test",
         machines: &["q35"],
         device: Some("1234:11e8"),
         memory: Some("3G"),
-        timeout: 900,
+        cmdline: ("", ""),
+        timeout: 600,
     },
     Program {
         name: "vfio_iommufd_setup_test",
         machines: &["q35"],
         device: Some("1234:11e8"),
         memory: Some("3G"),
-        timeout: 900,
+        cmdline: ("", ""),
+        timeout: 600,
     },
 ];
 
@@ -126,8 +140,14 @@ impl Group {
     fn run(&self, m: &Manifest) -> Result<Ran, String> {
         let p = self.program;
         let trial = self.trial_name();
-        let mut spec =
-            spec_on(m, &self.guest, &trial, GuestMode::Agent, "").map_err(|f| failed_text(&f))?;
+        let def = harness::machine::Machine::find(&m.machines_dir, &self.guest.machine)
+            .map_err(|e| chain(&e))?;
+        let cmdline = match def.arch {
+            harness::machine::Arch::Ppc64le => p.cmdline.0,
+            harness::machine::Arch::X86_64 => p.cmdline.1,
+        };
+        let mut spec = spec_on(m, &self.guest, &trial, GuestMode::Agent, cmdline)
+            .map_err(|f| failed_text(&f))?;
         spec.timeouts.agent_reply = Duration::from_secs(p.timeout + 120);
         if let Some(mem) = p.memory {
             spec.machine.memory = Size::parse(mem)?;
@@ -226,12 +246,17 @@ impl Group {
         } else {
             ran.release.as_str()
         };
+        let patches = m
+            .images(self.guest.linux, def_flavour(m, &self.guest))
+            .map(|i| i.patches.clone())
+            .unwrap_or_default();
         let verdict = expectations::verdict(
             case,
             exp,
             self.program.name,
             &self.guest.machine,
             Some(release),
+            &patches,
         );
         let mut t = match verdict {
             Verdict::Pass => trial(Ok(Completion::Completed), log_dir),
@@ -275,6 +300,13 @@ impl Group {
             },
         }
     }
+}
+
+/// The kernel flavour `guest`'s machine boots.
+fn def_flavour(m: &Manifest, guest: &Guest) -> harness::machine::KernelFlavour {
+    harness::machine::Machine::find(&m.machines_dir, &guest.machine)
+        .map(|d| d.kernel.flavour)
+        .unwrap_or(harness::machine::KernelFlavour::X86_64)
 }
 
 fn trial(result: Result<Completion, Failed>, log_dir: Option<PathBuf>) -> ScenarioTrial {

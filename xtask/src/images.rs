@@ -132,19 +132,52 @@ pub fn patches(src: &KernelSource, linux: Linux) -> Result<Vec<crate::patch::Pat
     let mut paths = src.patches.clone();
     if src.fixes {
         let base = tree(src, linux)?;
+        let release = kernel::tree_release(&base)?;
+        let upstream = fixed_upstream()?;
+        let limits = crate::patch::version_limits(&repo_root())?;
         for fix in crate::patch::fixes(&repo_root())? {
-            if crate::patch::already_in(&base, &fix)? {
-                println!(
-                    "kernel: {} is already in {} (not applied)",
-                    fix.file_name().unwrap_or_default().to_string_lossy(),
-                    base.display()
-                );
+            let name = fix.file_name().unwrap_or_default().to_string_lossy();
+            let id = name.split('-').next().unwrap_or_default();
+            let released = upstream
+                .get(id)
+                .is_some_and(|f| harness::release::released_with_fix(&release, f));
+            if limits.get(id).is_some_and(|l| !l.contains(&linux)) {
+                // Said by kernel-patches/fixes/applies.toml; nothing to print.
+            } else if released || crate::patch::already_in(&base, &fix)? {
+                println!("kernel: {name} is already in Linux {release} (not applied)");
             } else {
                 paths.push(fix);
             }
         }
     }
     crate::patch::load(&paths)
+}
+
+/// The tree (and patches) the selftests of `linux` come from: the kernel's.
+pub fn selftest_tree(src: &KernelSource, linux: Linux) -> Result<crate::selftests::Tree> {
+    let base = tree(src, linux)?;
+    let ident = match &src.src {
+        Some(d) => crate::source::tree_identity(d)?,
+        None => format!("debian:{}", base.display()),
+    };
+    Ok(crate::selftests::Tree {
+        base,
+        ident,
+        patches: patches(src, linux)?,
+    })
+}
+
+/// Each known bug's `fixed_in` releases, from the scenario catalogue: a
+/// fix that went upstream (a backport for an older series) is not applied
+/// to a tree that has it.
+fn fixed_upstream() -> Result<std::collections::BTreeMap<String, Vec<String>>> {
+    let files = harness::scenario::load_dir(&repo_root().join("scenarios"))?;
+    Ok(files
+        .iter()
+        .flat_map(|f| f.known_bugs.iter())
+        .filter(|b| !b.fixed_in.is_empty())
+        .map(|b| (b.id.clone(), b.fixed_in.clone()))
+        .collect())
 }
 
 /// Builds the agent and the plain initramfs for `arch`; returns its path.
@@ -218,10 +251,22 @@ pub fn initramfs_with(
 
 /// Kernel + initramfs for `machine`, built as needed; `own` overrides the image.
 pub fn for_machine(machine: &Machine, src: &KernelSource, own: Option<&PathBuf>) -> Result<Images> {
-    let k = kernel(machine.kernel.flavour, version(src)?, src, own)?;
+    let linux = version(src)?;
+    let k = kernel(machine.kernel.flavour, linux, src, own)?;
+    // The upstream selftests from the same tree, so `selftest.run` works here too.
+    let selftests =
+        if own.is_none() && src.prebuilt.is_none() && crate::selftests::IN_SUITE.contains(&linux) {
+            crate::selftests::files(&crate::selftests::build(
+                linux,
+                machine.arch,
+                &selftest_tree(src, linux)?,
+            )?)?
+        } else {
+            Vec::new()
+        };
     Ok(Images {
         kernel: k.image,
-        initramfs: initramfs_with(machine.arch, &k.modules, &[])?,
+        initramfs: initramfs_with(machine.arch, &k.modules, &selftests)?,
         vmlinux: k.vmlinux,
         patches: k.patches,
     })

@@ -76,8 +76,8 @@ impl Flavour {
     }
 
     /// The build of `kind` on `linux`: `common`, the arch's, the flavour's
-    /// own, then `linux-<version>.config` if there is one (what the
-    /// version renamed or newly needs).
+    /// own, then `linux-<version>.config` and `linux-<version>-<flavour>.config`
+    /// where they exist (what the version renamed or newly needs).
     pub fn on(kind: KernelFlavour, linux: Linux) -> Flavour {
         let dir = repo_root().join("images/kernel");
         let parts: &[&str] = match kind {
@@ -89,9 +89,14 @@ impl Flavour {
             .iter()
             .map(|p| dir.join(format!("{p}.config")))
             .collect();
-        let own = dir.join(format!("linux-{linux}.config"));
-        if own.is_file() {
-            fragments.push(own);
+        for own in [
+            format!("linux-{linux}.config"),
+            format!("linux-{linux}-{kind}.config"),
+        ] {
+            let own = dir.join(own);
+            if own.is_file() {
+                fragments.push(own);
+            }
         }
         Flavour {
             kind,
@@ -349,9 +354,8 @@ pub fn debian_tree(linux: Linux) -> Result<PathBuf> {
     Ok(prepare_source(&Shell::new()?, &Source::Debian, linux)?.0)
 }
 
-/// The version line of a kernel tree, from its Makefile's `VERSION` and
-/// `PATCHLEVEL` (for `--src`: which fragments fit it).
-pub fn tree_version(dir: &Path) -> Result<Linux> {
+/// A kernel tree's release, `VERSION.PATCHLEVEL.SUBLEVEL` of its Makefile.
+pub fn tree_release(dir: &Path) -> Result<String> {
     let path = dir.join("Makefile");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -359,9 +363,22 @@ pub fn tree_version(dir: &Path) -> Result<Linux> {
         text.lines()
             .find_map(|l| l.strip_prefix(key)?.trim_start().strip_prefix('='))
             .map(str::trim)
-            .unwrap_or("")
+            .unwrap_or("0")
+            .to_string()
     };
-    let release = format!("{}.{}", get("VERSION"), get("PATCHLEVEL"));
+    Ok(format!(
+        "{}.{}.{}",
+        get("VERSION"),
+        get("PATCHLEVEL"),
+        get("SUBLEVEL")
+    ))
+}
+
+/// The version line of a kernel tree, from its Makefile's `VERSION` and
+/// `PATCHLEVEL` (for `--src`: which fragments fit it).
+pub fn tree_version(dir: &Path) -> Result<Linux> {
+    let path = dir.join("Makefile");
+    let release = tree_release(dir)?;
     Linux::of_release(&release).with_context(|| {
         format!(
             "{}: Linux {release} is older than every version iobench builds",
@@ -585,7 +602,7 @@ mod tests {
             let old = Flavour::on(f, Linux::V6_12);
             let new = Flavour::on(f, Linux::V7_2);
             assert_eq!(&new.fragments[..old.fragments.len()], &old.fragments[..]);
-            assert!(new.fragments.last().unwrap().ends_with("linux-7.2.config"));
+            assert!(new.fragments[old.fragments.len()].ends_with("linux-7.2.config"));
             assert_eq!(old.name(), f.as_str());
             assert_eq!(new.name(), format!("{f}-7.2"));
             let w = new.wants().unwrap();
@@ -618,9 +635,10 @@ mod tests {
         std::fs::write(d.path().join("Makefile"), "VERSION = 5\nPATCHLEVEL = 15\n").unwrap();
         let e = tree_version(d.path()).unwrap_err().to_string();
         assert!(
-            e.contains("Linux 5.15 is older than every version iobench builds"),
+            e.contains("Linux 5.15.0 is older than every version iobench builds"),
             "{e}"
         );
+        assert_eq!(tree_release(d.path()).unwrap(), "5.15.0");
     }
 
     #[test]

@@ -123,7 +123,8 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Selftests(i) => {
             for linux in images::versions(&i.source, false)? {
                 for arch in arches(i.arch) {
-                    let b = selftests::build(linux, arch, &i.source)?;
+                    let b =
+                        selftests::build(linux, arch, &images::selftest_tree(&i.source, linux)?)?;
                     for (name, path) in &b.programs {
                         let n = b.cases.get(name).map_or(0, Vec::len);
                         println!(

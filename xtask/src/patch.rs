@@ -43,6 +43,49 @@ pub fn fixes(repo: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// `kernel-patches/fixes/applies.toml`: one entry of it.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Applies {
+    linux: Vec<String>,
+    #[allow(dead_code)]
+    why: String,
+}
+
+/// The fixes (by id) that apply to some kernel versions only, and those
+/// versions (`kernel-patches/fixes/applies.toml`; errors name the line).
+pub fn version_limits(
+    repo: &Path,
+) -> Result<std::collections::BTreeMap<String, Vec<harness::linux::Linux>>> {
+    let path = repo
+        .join(harness::known_bug::FIXES_DIR)
+        .join("applies.toml");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(Default::default());
+    };
+    let raw: std::collections::BTreeMap<String, Applies> = toml::from_str(&text).map_err(|e| {
+        let (line, msg) = harness::toml_error::locate(&text, &e);
+        anyhow::anyhow!("{}:{line}: {msg}", path.display())
+    })?;
+    raw.into_iter()
+        .map(|(id, a)| {
+            let versions = a
+                .linux
+                .iter()
+                .map(|v| {
+                    harness::linux::Linux::parse(v).with_context(|| {
+                        format!(
+                            "{}: fix {id}: {v:?} is not a kernel version iobench builds",
+                            path.display()
+                        )
+                    })
+                })
+                .collect::<Result<_>>()?;
+            Ok((id, versions))
+        })
+        .collect()
+}
+
 /// Whether `tree` already has the change of `patch` (it reverse-applies
 /// cleanly), e.g. a fix that went upstream in the tree's release.
 pub fn already_in(tree: &Path, patch: &Path) -> Result<bool> {
@@ -308,6 +351,23 @@ fn does_not_apply(patch: &Path, output: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_shipped_version_limits_parse() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let limits = version_limits(&repo).unwrap();
+        assert_eq!(limits["0006"], [harness::linux::Linux::V7_2]);
+        for id in limits.keys() {
+            assert!(
+                fixes(&repo).unwrap().iter().any(|f| f
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(&format!("{id}-"))),
+                "applies.toml names fix {id}, which does not exist"
+            );
+        }
+    }
     use super::*;
 
     const DIFF: &str = "From abc\nSubject: x\n---\n a/b | 2 +-\n\ndiff --git a/drivers/x.c b/drivers/x.c\nindex 1..2 100644\n--- a/drivers/x.c\n+++ b/drivers/x.c\n@@ -1 +1 @@\n-a\n+b\ndiff --git a/new.h b/new.h\nnew file mode 100644\n--- /dev/null\n+++ b/new.h\n@@ -0,0 +1 @@\n+c\n";

@@ -22,7 +22,6 @@ use harness::machine::Arch;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{cache_dir, key, repo_root, short};
-use crate::flags::KernelSource;
 
 /// One selftest directory and the programs iobench runs from it.
 struct Dir {
@@ -59,7 +58,26 @@ pub struct Built {
     pub programs: BTreeMap<String, PathBuf>,
     /// Program name → its test cases (`fixture.variant.test`), as `-l` lists them.
     pub cases: BTreeMap<String, Vec<String>>,
+    /// Program name → its lister (x86_64 builds only): see [`LISTER_MK`].
+    #[serde(default)]
+    pub listers: BTreeMap<String, PathBuf>,
 }
+
+/// Extra make rules: each program once more as `<program>-lister`, its
+/// `main()` renamed away and replaced by the kselftest harness's own runner
+/// (`test_harness_run`, static in the program's translation unit, hence
+/// the `#include` of the program's source).  A program's `main` may need a
+/// device before it lists (the VFIO tests open theirs first); the lister
+/// lists (`-l`) with nothing but the test registrations, which are
+/// constructors.  Linked like the program (`$(LIBVFIO_O)` is empty outside
+/// `vfio/`).
+const LISTER_MK: &str = concat!(
+    "# iobench: every program once more, with the kselftest harness's runner as main().\n",
+    "$(OUTPUT)/%-lister.c: %.c\n",
+    "\tprintf '#define main iobench_program_main\\n#include \"$(CURDIR)/$<\"\\n#undef main\\nint main(int argc, char **argv)\\n{\\n\\treturn test_harness_run(argc, argv);\\n}\\n' > $@\n",
+    "$(OUTPUT)/%-lister: $(OUTPUT)/%-lister.c $(LIBVFIO_O)\n",
+    "\t$(CC) $(CFLAGS) $(CPPFLAGS) $(LDFLAGS) $< $(LIBVFIO_O) $(LDLIBS) -o $@\n",
+);
 
 /// The versions whose selftests the VM suite runs.  6.12's build (with
 /// `selftests/patches/6.12/`, `cargo xtask selftests --linux 6.12`) is not
@@ -99,17 +117,24 @@ pub fn patch_files(linux: Linux) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Builds (or finds in the cache) the selftests of `linux` for `arch`,
-/// from the tree `src` builds the kernel from, with the kernel's patches
-/// and the selftest patches.
-pub fn build(linux: Linux, arch: Arch, src: &KernelSource) -> Result<Built> {
-    let mut patches = crate::images::patches(src, linux)?;
+/// The tree the selftests come from: the kernel's, with its patches.
+#[derive(Debug, Clone)]
+pub struct Tree {
+    /// The unpatched source tree.
+    pub base: PathBuf,
+    /// Its identity for cache keys (`crate::source::tree_identity` or Debian's package).
+    pub ident: String,
+    /// The kernel's patches (`--patch`, `--fixes`).
+    pub patches: Vec<crate::patch::Patch>,
+}
+
+/// Builds (or finds in the cache) the selftests of `linux` for `arch`
+/// from `tree`, with the kernel's patches and the selftest patches.
+pub fn build(linux: Linux, arch: Arch, tree: &Tree) -> Result<Built> {
+    let mut patches = tree.patches.clone();
     patches.extend(crate::patch::load(&patch_files(linux)?)?);
-    let base = crate::images::tree(src, linux)?;
-    let ident = match &src.src {
-        Some(d) => crate::source::tree_identity(d)?,
-        None => format!("debian:{}", base.display()),
-    } + &crate::patch::identity(&patches);
+    let base = tree.base.clone();
+    let ident = tree.ident.clone() + &crate::patch::identity(&patches);
     let cap = crate::cache::libcap(arch);
     if !cap.join("usr/include/sys/capability.h").is_file() {
         bail!(
@@ -150,7 +175,7 @@ pub fn build(linux: Linux, arch: Arch, src: &KernelSource) -> Result<Built> {
         return Ok(b);
     }
     let work = crate::patch::work_tree(&base, &patches)?;
-    let tree = &work.dir;
+    let dir_of_tree = &work.dir;
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
     let log = out.join("build.log");
@@ -158,7 +183,7 @@ pub fn build(linux: Linux, arch: Arch, src: &KernelSource) -> Result<Built> {
     // stays clean for the kernel's own O= builds).
     let hdr = out.join("headers");
     let mut make = Command::new("make");
-    make.current_dir(tree)
+    make.current_dir(dir_of_tree)
         .args(make_env(arch))
         .arg(format!("O={}", hdr.display()))
         .arg("headers");
@@ -173,9 +198,11 @@ pub fn build(linux: Linux, arch: Arch, src: &KernelSource) -> Result<Built> {
             .map(|n| n.get())
             .unwrap_or(2)
     );
+    let lister_mk = out.join("lister.mk");
+    std::fs::write(&lister_mk, LISTER_MK)?;
     let mut built = Built::default();
     for d in DIRS.iter().filter(|d| d.arches.contains(&arch)) {
-        let dir = tree.join("tools/testing/selftests").join(d.path);
+        let dir = dir_of_tree.join("tools/testing/selftests").join(d.path);
         if !dir.is_dir() {
             continue; // not in this version (the VFIO selftests came in 6.18)
         }
@@ -184,20 +211,33 @@ pub fn build(linux: Linux, arch: Arch, src: &KernelSource) -> Result<Built> {
         let mut make = Command::new("make");
         make.current_dir(&dir)
             .args(make_env(arch))
+            .args(["-f", "Makefile", "-f"])
+            .arg(&lister_mk)
             .arg(jobs.clone())
             .arg(format!("OUTPUT={}", dest.display()))
             .arg(format!(
                 "KHDR_INCLUDES=-isystem {}/usr/include",
                 hdr.display()
             ))
-            // EXTRA_CFLAGS reaches compile and link and keeps the
-            // Makefiles' own CFLAGS/LDFLAGS (include paths, -pthread).
+            // lib.mk's own hooks: they add to the Makefiles' CFLAGS and
+            // LDFLAGS (include paths, -pthread) instead of replacing them.
             .arg(format!(
-                "EXTRA_CFLAGS=-static -I{0}/usr/include -L{0}/usr/lib/{1}",
+                "USERCFLAGS=-static -I{}/usr/include",
+                cap.display()
+            ))
+            .arg(format!(
+                "USERLDFLAGS=-static -L{}/usr/lib/{}",
                 cap.display(),
                 triplet(arch)
             ))
-            .args(d.programs.iter().map(|p| dest.join(p)));
+            .args(d.programs.iter().map(|p| dest.join(p)))
+            // The listers run here, so only the x86_64 build makes them.
+            .args(
+                d.programs
+                    .iter()
+                    .filter(|_| arch == Arch::X86_64)
+                    .map(|p| dest.join(format!("{p}-lister"))),
+            );
         crate::progress::run(
             format!("selftests: building {} for Linux {linux} {arch}", d.path),
             make,
@@ -209,16 +249,23 @@ pub fn build(linux: Linux, arch: Arch, src: &KernelSource) -> Result<Built> {
                 bail!("{} was not built (log: {})", file.display(), log.display());
             }
             built.programs.insert(p.to_string(), file);
+            if arch == Arch::X86_64 {
+                built
+                    .listers
+                    .insert(p.to_string(), dest.join(format!("{p}-lister")));
+            }
         }
     }
+    // The tree is free again (the x86_64 build below takes it).
+    drop(work);
     // The case lists, from the x86_64 build of the same tree.
     let lister = if arch == Arch::X86_64 {
         built.clone()
     } else {
-        build(linux, Arch::X86_64, src)?
+        build(linux, Arch::X86_64, tree)?
     };
     for p in built.programs.keys() {
-        let Some(x86) = lister.programs.get(p) else {
+        let Some(x86) = lister.listers.get(p) else {
             continue;
         };
         let cases = list_cases(x86)?;
@@ -229,18 +276,15 @@ pub fn build(linux: Linux, arch: Arch, src: &KernelSource) -> Result<Built> {
     Ok(built)
 }
 
-/// The test cases `program -l` lists.  The harness prints the table to
-/// stderr, after the program's constructors and `main` ran:
-/// `iommufd_fail_nth` writes fault-injection knobs under
-/// `/sys/kernel/debug` even then, so it lists in a mount namespace of its
-/// own with an empty tmpfs there; the VFIO tests want a device address
-/// even to list (a made-up one does).
+/// The test cases a lister (see [`LISTER_MK`]) lists with `-l` (a table
+/// on stderr).  The program's constructors still run: `iommufd_fail_nth`'s
+/// writes fault-injection knobs under `/sys/kernel/debug`, so listers run
+/// in a mount namespace of their own with an empty tmpfs there.
 fn list_cases(program: &Path) -> Result<Vec<String>> {
     const ISOLATED: &str = "mount -t tmpfs none /sys/kernel/debug && exec \"$0\" -l \"$@\"";
     let out = Command::new("unshare")
         .args(["--user", "--map-root-user", "--mount", "sh", "-c", ISOLATED])
         .arg(program)
-        .arg("0000:00:00.0")
         .output()
         .with_context(|| format!("running {} -l (in a mount namespace)", program.display()))?;
     let text =

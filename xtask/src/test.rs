@@ -103,7 +103,11 @@ pub fn run(t: &TestArgs) -> Result<()> {
                 && t.source.prebuilt.is_none()
                 && crate::selftests::IN_SUITE.contains(&linux)
             {
-                crate::selftests::build(linux, arch, &t.source)?
+                crate::selftests::build(
+                    linux,
+                    arch,
+                    &crate::images::selftest_tree(&t.source, linux)?,
+                )?
             } else {
                 Default::default()
             };

@@ -5,10 +5,12 @@
 //! host turns the output into one trial per test case; the agent only runs
 //! the program and reports how it ended.
 
+use std::collections::VecDeque;
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -26,7 +28,9 @@ const KEEP: usize = 768 * 1024;
 
 /// `selftest.run`: runs `/selftests/<program> <args…> [<device address>]`
 /// in its own process group, killed at `timeout` seconds; yields
-/// `{exit, signal, timed_out, seconds, output, truncated}`.
+/// `{exit, signal, timed_out, seconds, output, truncated, orphaned}`
+/// (`orphaned`: something it started still held its output open, e.g. a
+/// test case stuck in the kernel).
 pub fn run(_ctx: &mut Ctx, args: &Args) -> OpResult {
     let program = args.str("program")?;
     if program.is_empty() || program.contains('/') || program.starts_with('.') {
@@ -51,7 +55,9 @@ pub fn run(_ctx: &mut Ctx, args: &Args) -> OpResult {
     }
     let timeout = Duration::from_secs(args.u64_or("timeout", 600)?);
     let (read, write) = pipe()?;
-    let write2 = write.try_clone().map_err(|e| OpError::Error(e.to_string()))?;
+    let write2 = write
+        .try_clone()
+        .map_err(|e| OpError::Error(e.to_string()))?;
     let started = Instant::now();
     let mut child = Command::new(&path)
         .args(&argv)
@@ -63,30 +69,24 @@ pub fn run(_ctx: &mut Ctx, args: &Args) -> OpResult {
         .spawn()
         .map_err(|e| OpError::Error(format!("starting {}: {e}", path.display())))?;
     let pgid = child.id() as i32;
-    let reader = std::thread::spawn(move || {
-        let mut f = std::fs::File::from(read);
-        let mut kept = Vec::new();
-        let mut tail = std::collections::VecDeque::new();
-        let mut dropped = 0usize;
-        let mut buf = [0u8; 16384];
-        while let Ok(n) = f.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            for &b in &buf[..n] {
-                if kept.len() < KEEP / 2 {
-                    kept.push(b);
-                } else {
-                    tail.push_back(b);
-                    if tail.len() > KEEP / 2 {
-                        tail.pop_front();
-                        dropped += 1;
-                    }
+    let out = Arc::new(Mutex::new(Output::default()));
+    let (done_tx, done_rx) = mpsc::channel();
+    {
+        let out = out.clone();
+        std::thread::spawn(move || {
+            let mut f = std::fs::File::from(read);
+            let mut buf = [0u8; 16384];
+            while let Ok(n) = f.read(&mut buf) {
+                if n == 0 {
+                    break;
                 }
+                out.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(&buf[..n]);
             }
-        }
-        (kept, Vec::from(tail), dropped)
-    });
+            let _ = done_tx.send(());
+        });
+    }
     let mut timed_out = false;
     let status = loop {
         match child.try_wait() {
@@ -101,17 +101,23 @@ pub fn run(_ctx: &mut Ctx, args: &Args) -> OpResult {
             Err(e) => return Err(OpError::Error(format!("waiting for {program}: {e}"))),
         }
     };
-    // Whatever the program forked and left behind goes too (it holds the pipe).
+    // Whatever the program forked and left in its group goes too.
     // SAFETY: as above; ESRCH when the group is already gone.
     unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    let (kept, tail, dropped) = reader
-        .join()
-        .map_err(|_| OpError::Error("output reader panicked".into()))?;
+    // The kselftest harness runs each case in a process group of its own:
+    // a case stuck in the kernel (D state) outlives the program and keeps
+    // the pipe open.  Its output so far is what there is.
+    let orphaned = done_rx.recv_timeout(Duration::from_secs(2)).is_err();
+    let Output {
+        kept,
+        tail,
+        dropped,
+    } = std::mem::take(&mut *out.lock().unwrap_or_else(|p| p.into_inner()));
     let mut output = String::from_utf8_lossy(&kept).into_owned();
     if dropped > 0 {
         output.push_str(&format!("\n[... {dropped} bytes of output dropped ...]\n"));
     }
-    output.push_str(&String::from_utf8_lossy(&tail));
+    output.push_str(&String::from_utf8_lossy(&Vec::from(tail)));
     Ok(json!({
         "exit": status.code(),
         "signal": status.signal(),
@@ -119,7 +125,32 @@ pub fn run(_ctx: &mut Ctx, args: &Args) -> OpResult {
         "seconds": started.elapsed().as_secs_f64(),
         "output": output,
         "truncated": dropped > 0,
+        "orphaned": orphaned,
     }))
+}
+
+/// Output as it comes: the start, and a window of the end once the start is full.
+#[derive(Default)]
+struct Output {
+    kept: Vec<u8>,
+    tail: VecDeque<u8>,
+    dropped: usize,
+}
+
+impl Output {
+    fn push(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.kept.len() < KEEP / 2 {
+                self.kept.push(b);
+            } else {
+                self.tail.push_back(b);
+                if self.tail.len() > KEEP / 2 {
+                    self.tail.pop_front();
+                    self.dropped += 1;
+                }
+            }
+        }
+    }
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), OpError> {

@@ -83,6 +83,9 @@ pub struct Expectation {
     pub linux: Option<String>,
     /// What it expects.
     pub expect: Expect,
+    /// Only on kernels without this fix (`bug = "0007"`, the number of
+    /// `kernel-patches/fixes/0007-*.patch`): with the fix the case must pass.
+    pub bug: Option<String>,
     /// Why.
     pub reason: String,
     /// 1-based line of its `test` key.
@@ -115,6 +118,8 @@ struct RawEntry {
     #[serde(default)]
     linux: Option<Spanned<String>>,
     expect: Expect,
+    #[serde(default)]
+    bug: Option<Spanned<String>>,
     reason: Spanned<String>,
 }
 
@@ -183,6 +188,18 @@ impl Expectations {
                     )
                 })
                 .transpose()?;
+            let bug = e
+                .bug
+                .as_ref()
+                .map(|b| {
+                    check(
+                        "bug",
+                        b,
+                        |s| s.len() == 4 && s.bytes().all(|c| c.is_ascii_digit()),
+                        "want the four digits of a fix, kernel-patches/fixes/NNNN-*.patch",
+                    )
+                })
+                .transpose()?;
             let reason = check(
                 "reason",
                 &e.reason,
@@ -203,6 +220,7 @@ impl Expectations {
                 machine,
                 linux,
                 expect: e.expect,
+                bug,
                 reason: reason.trim().to_string(),
                 line: at,
             });
@@ -223,10 +241,11 @@ impl Expectations {
         case: &str,
         machine: &str,
         linux: Option<&str>,
+        patches: &[String],
     ) -> Option<&Expectation> {
         self.entries
             .iter()
-            .find(|e| e.applies(suite, case, machine, linux))
+            .find(|e| e.applies(suite, case, machine, linux, patches))
     }
 
     /// The entries of `suite` whose `test` matches none of the `listed`
@@ -241,9 +260,19 @@ impl Expectations {
 
 impl Expectation {
     /// True if this entry is about case `case` of `suite` on `machine`
-    /// with kernel release `linux`.
-    pub fn applies(&self, suite: &str, case: &str, machine: &str, linux: Option<&str>) -> bool {
-        self.suite == suite
+    /// with kernel release `linux`, built with `patches` (file names).
+    pub fn applies(
+        &self,
+        suite: &str,
+        case: &str,
+        machine: &str,
+        linux: Option<&str>,
+        patches: &[String],
+    ) -> bool {
+        self.bug
+            .as_deref()
+            .is_none_or(|id| !crate::known_bug::fixed(id, patches))
+            && self.suite == suite
             && glob_match(&self.test, case)
             && self.machine.as_deref().is_none_or(|m| m == machine)
             && self
@@ -337,8 +366,9 @@ pub fn verdict(
     suite: &str,
     machine: &str,
     linux: Option<&str>,
+    patches: &[String],
 ) -> Verdict {
-    let entry = expectations.find(suite, &case.name, machine, linux);
+    let entry = expectations.find(suite, &case.name, machine, linux, patches);
     let path = &expectations.path;
     match (entry, &case.status) {
         (Some(e), status) if e.expect == Expect::Skip => {

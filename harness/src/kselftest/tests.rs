@@ -843,36 +843,40 @@ fn globs() {
 fn entries_apply_by_suite_case_machine_and_release() {
     let e = load(ENTRIES).unwrap();
     let huge = "iommufd_ioas.mock_domain.ioas_option_huge_pages";
-    assert!(e.find("iommufd", huge, "pseries-64k", None).is_some());
-    assert!(e.find("iommufd", huge, "pseries", None).is_none());
+    assert!(e.find("iommufd", huge, "pseries-64k", None, &[]).is_some());
+    assert!(e.find("iommufd", huge, "pseries", None, &[]).is_none());
     assert!(
-        e.find("iommufd_fail_nth", huge, "pseries-64k", None)
+        e.find("iommufd_fail_nth", huge, "pseries-64k", None, &[])
             .is_none()
     );
     let nth = "basic_fail_nth.map_domain";
     for k in ["7.2", "7.2.13", "7.2.13-amd64", "7.2.0-rc3"] {
         assert!(
-            e.find("iommufd_fail_nth", nth, "q35", Some(k)).is_some(),
+            e.find("iommufd_fail_nth", nth, "q35", Some(k), &[])
+                .is_some(),
             "{k}"
         );
     }
     for k in [Some("7.20.1"), Some("6.12.95"), Some("7"), None] {
-        assert!(e.find("iommufd_fail_nth", nth, "q35", k).is_none(), "{k:?}");
+        assert!(
+            e.find("iommufd_fail_nth", nth, "q35", k, &[]).is_none(),
+            "{k:?}"
+        );
     }
     let release = load(&ENTRIES.replace("\"7.2\"", "\"7.2.13\"")).unwrap();
     assert!(
         release
-            .find("iommufd_fail_nth", nth, "q35", Some("7.2.13-1"))
+            .find("iommufd_fail_nth", nth, "q35", Some("7.2.13-1"), &[])
             .is_some()
     );
     assert!(
         release
-            .find("iommufd_fail_nth", nth, "q35", Some("7.2.12"))
+            .find("iommufd_fail_nth", nth, "q35", Some("7.2.12"), &[])
             .is_none()
     );
     assert!(
         release
-            .find("iommufd_fail_nth", nth, "q35", Some("7.2.130"))
+            .find("iommufd_fail_nth", nth, "q35", Some("7.2.130"), &[])
             .is_none()
     );
 }
@@ -898,7 +902,7 @@ fn verdicts() {
         output: "# it said\n".into(),
         finished: true,
     };
-    let v = |c: &Case, suite: &str| verdict(c, &e, suite, "pseries-64k", Some("7.2.13"));
+    let v = |c: &Case, suite: &str| verdict(c, &e, suite, "pseries-64k", Some("7.2.13"), &[]);
     let skip = Status::Skip {
         reason: "no hugepages".into(),
     };
@@ -992,6 +996,50 @@ fn verdicts() {
         "iommufd_fail_nth",
         "q35",
         Some("7.3.1"),
+        &[],
     );
     assert!(matches!(other, Verdict::Failed { .. }));
+}
+
+#[test]
+fn an_entry_tied_to_a_fix_stops_applying_with_the_fix() {
+    let text = r#"
+[[expectation]]
+suite = "iommufd"
+test = "iommufd_ioas.*.alloc_hwpt_nested"
+machine = "pseries"
+expect = "fail"
+bug = "0007"
+reason = "no IOMMU_IOPF on ppc64"
+"#;
+    let e = Expectations::from_toml(text, Path::new("x.toml")).unwrap();
+    let case = "iommufd_ioas.mock_domain.alloc_hwpt_nested";
+    assert!(e.find("iommufd", case, "pseries", None, &[]).is_some());
+    let fixed = ["0007-iommufd-selftest-Select-IOMMU_IOPF.patch".to_string()];
+    assert!(e.find("iommufd", case, "pseries", None, &fixed).is_none());
+    let bad = text.replace("\"0007\"", "\"7\"");
+    let err = Expectations::from_toml(&bad, Path::new("x.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("x.toml:7: bug = \"7\""), "{err}");
+}
+
+#[test]
+fn the_shipped_expectations_load_and_their_fixes_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let e = Expectations::load(&root.join(expectations::FILE)).unwrap();
+    for x in &e.entries {
+        if let Some(id) = &x.bug {
+            let fixes = std::fs::read_dir(root.join(crate::known_bug::FIXES_DIR)).unwrap();
+            assert!(
+                fixes.flatten().any(|f| f
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{id}-"))),
+                "{}:{}: no fix {id}",
+                e.path.display(),
+                x.line
+            );
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! `linux-source-6.12` from bookworm-backports, the default) and Linux 7.2
 //! (Debian sid's `linux-source-7.2`).  Every machine runs on either; a
 //! trial on a version other than the default carries it in front of its
-//! name (`7.2::pseries::windows::page_64k`), so `cargo xtask test
+//! name (`7.2::pseries-64k::windows::page_64k`), so `cargo xtask test
 //! pseries::windows` runs a scenario on both and `7.2::` selects one version.
 //! Scenarios may ask for a minimum version (`min_linux = "7.2"`).
 

@@ -144,7 +144,7 @@ pub fn kernel_warning(m: &Manifest, machine: &str, trial: &str) -> Result<(), Fa
     let report = message(&warned).ok_or("a scenario during which the kernel warned passed")?;
     for needle in [
         "scenario warning failed",
-        "kernel: the kernel reported WARNING: CPU: ",
+        "kernel: the kernel reported WARNING: ",
         "--- kernel reports ---",
         "# WARNING",
         "[ cut here ]",

@@ -219,7 +219,9 @@ fn run_trial(
     let mut cmd = Command::new(exe);
     cmd.current_dir(repo_root())
         .env("IOBENCH_OUT", out)
-        .args(["test", "--machine", trial.machine(), "--exact", "--json"])
+        // The corpus' re-introducing patches are written against 6.12.95.
+        .args(["test", "--linux", "6.12", "--machine", trial.machine()])
+        .args(["--exact", "--json"])
         .arg(&json)
         .args(["--accel", accel_word(accel)]);
     if let Some(p) = patch {

@@ -9,8 +9,13 @@
 //! machine = "pseries-64k"                     # optional: only on this machine (or target)
 //! linux = "7.2"                               # optional: only on 7.2.x (or "7.2.13": that release)
 //! expect = "fail"                             # or "skip"
+//! bug = "0007"                                # optional: only without kernel-patches/fixes/0007-*.patch
 //! reason = "why, and where it is reported"    # required
 //! ```
+//!
+//! `bug = "NNNN"` ties an entry to one of iobench's kernel fixes: it
+//! applies to kernels built without that fix only (`--fixes`, `--patch`),
+//! so with the fix the case must pass, as a scenario's `known_bug` does.
 //!
 //! `expect = "fail"`: the case fails there; a failure is an expected
 //! failure, a pass is a failure of the trial (the entry is stale: remove
@@ -232,6 +237,7 @@ impl Expectations {
     }
 
     /// The first entry that applies to case `case` of `suite` on `machine`
+    /// with a kernel built with `patches` (file names; see [`Expectation::bug`])
     /// running kernel release `linux` (`uname -r`, or only the series,
     /// `7.2`, which entries for one release then do not match; unknown:
     /// entries that name a series or release do not apply).

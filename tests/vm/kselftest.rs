@@ -55,6 +55,18 @@ struct Program {
 
 const IOMMU_MACHINES: &[&str] = &["pseries", "pseries-64k", "q35"];
 
+/// `iommufd_fail_nth` on q35 (intel-iommu) with 7.2.13 stops making
+/// progress four seconds in, the guest idle, no kernel report, the program
+/// unkillable (the same as `iommufd` as one process there): not run there
+/// until that is understood.
+const FAIL_NTH_MACHINES: &[&str] = &["pseries", "pseries-64k"];
+
+/// Reserved huge pages on x86_64 for `iommufd`'s `*hugepage*`/`*_huge`
+/// cases (`MAP_HUGETLB` buffers of up to 128 MiB and two huge pages).  None
+/// on pseries: its hugetlb pages are 16 MiB and without THP the selftest
+/// assumes 2 MiB (`get_huge_page_size()`); selftests/expectations.toml.
+const HUGEPAGES: (&str, &str) = ("", "hugepagesz=2M hugepages=192");
+
 /// What runs where.  The VFIO tests pin 1 GiB + 2 MiB per case
 /// (`vfio_pci_driver_test`), hence 3 GiB; they drive QEMU's `edu` through
 /// the libvfio driver of `selftests/patches/7.2/`.
@@ -63,14 +75,14 @@ const PROGRAMS: &[Program] = &[
         name: "iommufd",
         machines: IOMMU_MACHINES,
         device: None,
-        memory: None,
-        cmdline: ("", ""),
+        memory: Some("2G"),
+        cmdline: HUGEPAGES,
         timeout: 300,
         by_fixture: true,
     },
     Program {
         name: "iommufd_fail_nth",
-        machines: IOMMU_MACHINES,
+        machines: FAIL_NTH_MACHINES,
         device: None,
         memory: None,
         cmdline: ("", ""),

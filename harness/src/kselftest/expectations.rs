@@ -8,7 +8,7 @@
 //! test = "iommufd_ioas.*.ioas_option_huge_pages"  # dotted case name; `*` matches any text
 //! machine = "pseries-64k"                     # optional: only on this machine (or target)
 //! linux = "7.2"                               # optional: only on 7.2.x (or "7.2.13": that release)
-//! expect = "fail"                             # or "skip"
+//! expect = "fail"                             # or "skip", or "any" (with bug)
 //! bug = "0007"                                # optional: only without kernel-patches/fixes/0007-*.patch
 //! reason = "why, and where it is reported"    # required
 //! ```
@@ -73,6 +73,11 @@ pub enum Expect {
     Skip,
     /// The case fails there.
     Fail,
+    /// The case may fail there, while a kernel bug with a broad effect is
+    /// unfixed (`bug` is required): a failure is an expected failure, a
+    /// pass a pass.  With the fix the entry does not apply, so the case
+    /// must pass.
+    Any,
 }
 
 /// One `[[expectation]]`.
@@ -212,6 +217,13 @@ impl Expectations {
                 "say why the case does not pass there",
             )?;
             let at = line(&e.test);
+            if e.expect == Expect::Any && bug.is_none() {
+                return Err(invalid(
+                    at,
+                    "expect = \"any\" needs bug = \"NNNN\": the fix with which the case must pass"
+                        .into(),
+                ));
+            }
             let key = (suite.clone(), test.clone(), machine.clone(), linux.clone());
             if let Some(first) = seen.insert(key, at) {
                 return Err(invalid(
@@ -394,6 +406,7 @@ pub fn verdict(
         (Some(e), Status::Fail | Status::XFail { .. }) => Verdict::ExpectedFailure {
             reason: e.cited(path),
         },
+        (Some(e), Status::Pass | Status::XPass) if e.expect == Expect::Any => Verdict::Pass,
         (Some(e), Status::Pass | Status::XPass) => Verdict::UnexpectedPass {
             reason: format!(
                 "declared to fail, but it passed; remove the entry: {}",

@@ -1043,3 +1043,28 @@ fn the_shipped_expectations_load_and_their_fixes_exist() {
         }
     }
 }
+
+#[test]
+fn expect_any_lets_cases_pass_while_a_broad_bug_is_unfixed() {
+    let text = "[[expectation]]\nsuite = \"iommufd\"\ntest = \"*\"\nmachine = \"pseries\"\nexpect = \"any\"\nbug = \"0005\"\nreason = \"no mock domain\"\n";
+    let e = Expectations::from_toml(text, Path::new("x.toml")).unwrap();
+    let case = |status| Case {
+        name: "iommufd_ioas.mock_domain.area".into(),
+        status,
+        output: String::new(),
+        finished: true,
+    };
+    let v = |s, patches: &[String]| verdict(&case(s), &e, "iommufd", "pseries", None, patches);
+    assert_eq!(v(Status::Pass, &[]), Verdict::Pass);
+    assert!(matches!(
+        v(Status::Fail, &[]),
+        Verdict::ExpectedFailure { .. }
+    ));
+    let fixed = ["0005-iommu-x.patch".to_string()];
+    assert!(matches!(v(Status::Fail, &fixed), Verdict::Failed { .. }));
+    let bad = text.replace("bug = \"0005\"\n", "");
+    let err = Expectations::from_toml(&bad, Path::new("x.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expect = \"any\" needs bug"), "{err}");
+}

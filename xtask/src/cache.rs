@@ -60,6 +60,17 @@ pub fn libcap(arch: harness::machine::Arch) -> PathBuf {
     cache_dir().join(format!("toolchains/libcap-{arch}"))
 }
 
+/// The `.deb` that `apt-get download {what}` left in `dir` (a directory of
+/// its own).
+pub fn downloaded_deb(dir: &Path, what: &str) -> anyhow::Result<PathBuf> {
+    use anyhow::Context;
+    std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .with_context(|| format!("apt-get download {what} left no .deb"))
+}
+
 /// A content key: hex SHA-256 over length-prefixed parts (so `ab`+`c` ≠ `a`+`bc`).
 pub fn key(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();

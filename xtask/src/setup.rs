@@ -161,11 +161,7 @@ fn unpack_libcap(sh: &Shell) -> Result<()> {
                 .run(cmd!(sh, "apt-get download -q {pkg}"), None)
                 .with_context(|| format!("apt-get download {pkg}"))?;
         }
-        let deb = std::fs::read_dir(dl.path())?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "deb"))
-            .with_context(|| format!("apt-get download {pkg} left no .deb"))?;
+        let deb = crate::cache::downloaded_deb(dl.path(), &pkg)?;
         let _ = std::fs::remove_dir_all(&dest);
         stage.run(cmd!(sh, "dpkg-deb -x {deb} {dest}"), None)?;
         let name = deb

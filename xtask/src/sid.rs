@@ -132,11 +132,7 @@ pub fn fetch() -> Result<(PathBuf, String)> {
             .run(cmd!(sh, "apt-get {o...} -q download {spec}"), None)
             .with_context(|| format!("apt-get download {spec}"))?;
     }
-    let deb = std::fs::read_dir(tmp.path())?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .with_context(|| format!("apt-get download {spec} left no .deb"))?;
+    let deb = crate::cache::downloaded_deb(tmp.path(), &spec)?;
     let got = sha256_file(&deb)?;
     if got != want {
         bail!(

@@ -39,8 +39,9 @@ struct Program {
     machines: &'static [&'static str],
     /// The device whose address goes last on its command line (VFIO tests).
     device: Option<&'static str>,
-    /// Guest memory for the run, if the machine's is too small.
-    memory: Option<&'static str>,
+    /// Guest memory for the run, by architecture (ppc64le, x86_64), if the
+    /// machine's is too small.
+    memory: (Option<&'static str>, Option<&'static str>),
     /// Kernel command-line words for the run, by architecture (ppc64le, x86_64).
     cmdline: (&'static str, &'static str),
     /// Seconds the whole program (or one fixture) may take under TCG.
@@ -53,7 +54,12 @@ struct Program {
     by_fixture: bool,
 }
 
-const IOMMU_MACHINES: &[&str] = &["pseries", "pseries-64k", "q35"];
+/// Where `iommufd` runs.  Not on pseries (4K pages) for now: there, without
+/// fix 0005, the result of the `iommufd_ioas` fixture never reaches the
+/// host although the agent reports the step done (seen once, 7.2.13, not
+/// yet understood); with the fixes it ran there (198 passed, one
+/// THP-dependent case failed, expectations cover it).
+const IOMMU_MACHINES: &[&str] = &["pseries-64k", "q35"];
 
 /// `iommufd_fail_nth` on the 4K-page kernels (q35, pseries) with 7.2.13
 /// stops making progress a few seconds in: the guest idle, no kernel
@@ -75,7 +81,7 @@ const PROGRAMS: &[Program] = &[
         name: "iommufd",
         machines: IOMMU_MACHINES,
         device: None,
-        memory: Some("2G"),
+        memory: (None, Some("2G")),
         cmdline: HUGEPAGES,
         timeout: 300,
         by_fixture: true,
@@ -84,7 +90,7 @@ const PROGRAMS: &[Program] = &[
         name: "iommufd_fail_nth",
         machines: FAIL_NTH_MACHINES,
         device: None,
-        memory: None,
+        memory: (None, None),
         cmdline: ("", ""),
         timeout: 600,
         by_fixture: false,
@@ -93,7 +99,7 @@ const PROGRAMS: &[Program] = &[
         name: "vfio_pci_device_test",
         machines: &["q35"],
         device: Some("1234:11e8"),
-        memory: Some("3G"),
+        memory: (None, Some("3G")),
         cmdline: ("", ""),
         timeout: 600,
         by_fixture: false,
@@ -102,7 +108,7 @@ const PROGRAMS: &[Program] = &[
         name: "vfio_pci_driver_test",
         machines: &["q35"],
         device: Some("1234:11e8"),
-        memory: Some("3G"),
+        memory: (None, Some("3G")),
         cmdline: ("", ""),
         timeout: 600,
         by_fixture: false,
@@ -111,7 +117,7 @@ const PROGRAMS: &[Program] = &[
         name: "vfio_dma_mapping_test",
         machines: &["q35"],
         device: Some("1234:11e8"),
-        memory: Some("3G"),
+        memory: (None, Some("3G")),
         cmdline: ("", ""),
         timeout: 600,
         by_fixture: false,
@@ -120,7 +126,7 @@ const PROGRAMS: &[Program] = &[
         name: "vfio_iommufd_setup_test",
         machines: &["q35"],
         device: Some("1234:11e8"),
-        memory: Some("3G"),
+        memory: (None, Some("3G")),
         cmdline: ("", ""),
         timeout: 600,
         by_fixture: false,
@@ -212,14 +218,14 @@ impl Group {
         let p = self.program;
         let def = harness::machine::Machine::find(&m.machines_dir, &self.guest.machine)
             .map_err(|e| chain(&e))?;
-        let cmdline = match def.arch {
-            harness::machine::Arch::Ppc64le => p.cmdline.0,
-            harness::machine::Arch::X86_64 => p.cmdline.1,
+        let (cmdline, memory) = match def.arch {
+            harness::machine::Arch::Ppc64le => (p.cmdline.0, p.memory.0),
+            harness::machine::Arch::X86_64 => (p.cmdline.1, p.memory.1),
         };
         let mut spec = spec_on(m, &self.guest, log_name, GuestMode::Agent, cmdline)
             .map_err(|f| failed_text(&f))?;
         spec.timeouts.agent_reply = Duration::from_secs(p.timeout + 120);
-        if let Some(mem) = p.memory {
+        if let Some(mem) = memory {
             spec.machine.memory = Size::parse(mem)?;
         }
         let log_dir = spec.log_dir.clone();
@@ -255,7 +261,14 @@ impl Group {
         }
         let value = match result.results.first().map(|r| &r.actual) {
             Some(Actual::Value(v)) => v.clone(),
-            other => return Err(format!("selftest.run gave {other:?}")),
+            Some(other) => return Err(format!("selftest.run gave {other:?}")),
+            None => {
+                return Err(format!(
+                    "the agent ran no step: {:?} (logs: {})",
+                    result.outcome.as_ref().ok(),
+                    log_dir.display()
+                ));
+            }
         };
         let output = value["output"].as_str().unwrap_or_default().to_string();
         if value["timed_out"].as_bool() == Some(true) && kselftest::parse(&output).cases.is_empty()

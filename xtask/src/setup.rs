@@ -126,6 +126,9 @@ pub fn setup() -> Result<()> {
     unpack_libcap(&sh)?;
     qemu_deps(&sh)?;
     crate::sid::fetch()?;
+    // Unpacked now, not at the first 7.2 build: the agent's unit tests check
+    // its iommufd structs against this tree's uAPI headers.
+    crate::kernel::debian_tree(harness::linux::Linux::V7_2)?;
     if !on_path("vhost-device-vsock") {
         println!("setup: cargo install vhost-device-vsock {VHOST_VSOCK} (about a minute)");
         let v = format!("vhost-device-vsock@{VHOST_VSOCK}");

@@ -20,14 +20,18 @@ use harness::qemu::{self, BootFiles, BootOptions, GuestMode};
 use harness::vm::Vm;
 
 use crate::cache::repo_root;
-use crate::flags::{AccelFlag, BenchArgs, KernelSource, MachineOpts};
+use crate::flags::{AccelFlag, BenchArgs, KernelSource, LinuxFlag, MachineOpts};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
 
-fn opts() -> MachineOpts {
+/// The options of a machine on kernel version `linux` (`--linux`, else
+/// the default one).
+fn opts(linux: Option<LinuxFlag>) -> MachineOpts {
+    let mut source = KernelSource::default();
+    source.linux = linux;
     MachineOpts {
         accel: AccelFlag::Auto,
         memory: None,
@@ -35,13 +39,13 @@ fn opts() -> MachineOpts {
         qemu_args: vec![],
         append: None,
         kernel: None,
-        source: KernelSource::default(),
+        source,
     }
 }
 
 /// The options of a machine on its debug kernel.
-fn debug_opts() -> MachineOpts {
-    let mut o = opts();
+fn debug_opts(linux: Option<LinuxFlag>) -> MachineOpts {
+    let mut o = opts(linux);
     o.source.debug = true;
     o
 }
@@ -69,7 +73,7 @@ fn suite(args: &[&str], log: &std::path::Path) -> Result<(f64, String)> {
 
 /// Each machine's boot to agent-ready, normal kernel against debug kernel
 /// (interleaved): table rows and JSON.
-fn debug_boots(runs: usize) -> Result<(Vec<String>, serde_json::Value)> {
+fn debug_boots(runs: usize, linux: Option<LinuxFlag>) -> Result<(Vec<String>, serde_json::Value)> {
     let out = crate::cache::out_dir();
     let mut rows = Vec::new();
     let mut json = serde_json::Map::new();
@@ -83,8 +87,8 @@ fn debug_boots(runs: usize) -> Result<(Vec<String>, serde_json::Value)> {
             )
         };
         let (normal, debug) = (
-            spec_of(&opts(), "normal")?,
-            spec_of(&debug_opts(), "debug")?,
+            spec_of(&opts(linux), "normal")?,
+            spec_of(&debug_opts(linux), "debug")?,
         );
         let (mut n, mut d) = (Vec::new(), Vec::new());
         for _ in 0..runs {
@@ -160,15 +164,15 @@ const OP_RATES: &[(&str, &str, &str)] = &[
 ];
 
 /// Boots `machine`, runs the bench scenario and returns its `bench.*` step's rate.
-fn op_rate(machine: &str, file: &str) -> Result<f64> {
+fn op_rate(machine: &str, file: &str, linux: Option<LinuxFlag>) -> Result<f64> {
     let path = repo_root()
         .join("scenarios/_bench")
         .join(format!("{file}.toml"));
     let scenario = harness::scenario::ScenarioFile::load(&path, None)?;
-    let m = crate::run::machine(machine, &opts())?;
+    let m = crate::run::machine(machine, &opts(linux))?;
     let spec = crate::run::spec(
         m,
-        &opts(),
+        &opts(linux),
         GuestMode::Agent,
         crate::cache::out_dir().join("bench").join(file),
     )?;
@@ -195,15 +199,16 @@ fn op_rate(machine: &str, file: &str) -> Result<f64> {
 
 /// Runs the benchmark.
 pub fn run(b: &BenchArgs) -> Result<()> {
+    let linux = b.linux;
     let runs = b.runs.max(1);
     let out = crate::cache::out_dir();
     let mut rows = Vec::new();
     let mut json = serde_json::Map::new();
     for name in ["pseries", "q35"] {
-        let m = crate::run::machine(name, &opts())?;
+        let m = crate::run::machine(name, &opts(linux))?;
         let spec = crate::run::spec(
             m,
-            &opts(),
+            &opts(linux),
             GuestMode::Agent,
             out.join(format!("bench/{name}")),
         )?;
@@ -228,9 +233,10 @@ pub fn run(b: &BenchArgs) -> Result<()> {
     ] {
         crate::images::initramfs(arch)?;
     }
+    let version = crate::images::version(&opts(linux).source)?;
     for f in harness::machine::KernelFlavour::ALL {
         crate::kernel::build(
-            &crate::kernel::Flavour::new(f),
+            &crate::kernel::Flavour::on(f, version),
             &crate::kernel::Source::Debian,
             &[],
         )?;
@@ -243,18 +249,26 @@ pub fn run(b: &BenchArgs) -> Result<()> {
     ));
     json.insert("noop_build_s".into(), noop.as_secs_f64().into());
     if b.debug {
-        let (r, j) = debug_boots(runs)?;
+        let (r, j) = debug_boots(runs, linux)?;
         rows.extend(r);
         json.insert("debug_boot".into(), j);
     }
     if !b.no_suite {
-        let (secs, verdict) = suite(&[], &out.join("bench-suite.log"))?;
+        let version_args: Vec<&str> = match linux {
+            Some(LinuxFlag::V6_12) => vec!["--linux", "6.12"],
+            Some(LinuxFlag::V7_2) => vec!["--linux", "7.2"],
+            None => vec![],
+        };
+        let (secs, verdict) = suite(&version_args, &out.join("bench-suite.log"))?;
         rows.push(format!(
             "warm VM suite (`cargo xtask test`, {verdict}): {secs:.1} s"
         ));
         json.insert("warm_suite_s".into(), secs.into());
         if b.debug {
-            let (d, verdict) = suite(&["--debug"], &out.join("bench-suite-debug.log"))?;
+            let (d, verdict) = suite(
+                &[version_args.as_slice(), &["--debug"]].concat(),
+                &out.join("bench-suite-debug.log"),
+            )?;
             rows.push(format!(
                 "warm VM suite on the debug kernels (`cargo xtask test --debug`, {verdict}): {d:.1} s ({:.2}×)",
                 d / secs
@@ -263,7 +277,7 @@ pub fn run(b: &BenchArgs) -> Result<()> {
         }
     }
     for (label, machine, file) in OP_RATES {
-        let per_second = op_rate(machine, file)?;
+        let per_second = op_rate(machine, file, linux)?;
         rows.push(format!(
             "{label:<44} {per_second:>10.1} /s  ({machine}, scenarios/_bench/{file}.toml)"
         ));

@@ -138,6 +138,10 @@ pub struct BenchArgs {
     /// the warm suite, against the normal ones.
     #[arg(long)]
     pub debug: bool,
+    /// Boot and build this kernel version (default 6.12); the warm suite
+    /// then runs on it alone.
+    #[arg(long, value_enum, value_name = "VERSION")]
+    pub linux: Option<LinuxFlag>,
 }
 
 /// `test` options.

@@ -119,6 +119,10 @@ const PROGRAMS: &[Program] = &[
 struct Group {
     guest: Guest,
     program: &'static Program,
+    /// The machine's architecture (the program's memory and kernel words).
+    arch: harness::machine::Arch,
+    /// The patches its kernel was built with (entries tied to a fix).
+    patches: Vec<String>,
     cases: Vec<String>,
     done: OnceLock<Result<Ran, String>>,
 }
@@ -198,9 +202,7 @@ impl Group {
         fixture: Option<&str>,
     ) -> Result<(String, String, Option<String>), String> {
         let p = self.program;
-        let def = harness::machine::Machine::find(&m.machines_dir, &self.guest.machine)
-            .map_err(|e| chain(&e))?;
-        let (cmdline, memory) = match def.arch {
+        let (cmdline, memory) = match self.arch {
             harness::machine::Arch::Ppc64le => (p.cmdline.0, p.memory.0),
             harness::machine::Arch::X86_64 => (p.cmdline.1, p.memory.1),
         };
@@ -309,17 +311,13 @@ impl Group {
         } else {
             ran.release.as_str()
         };
-        let patches = m
-            .images(self.guest.linux, def_flavour(m, &self.guest))
-            .map(|i| i.patches.clone())
-            .unwrap_or_default();
         let verdict = expectations::verdict(
             case,
             exp,
             self.program.name,
             &self.guest.machine,
             Some(release),
-            &patches,
+            &self.patches,
         );
         let mut t = match verdict {
             Verdict::Pass => trial(Ok(Completion::Completed), log_dir),
@@ -363,13 +361,6 @@ impl Group {
             },
         }
     }
-}
-
-/// The kernel flavour `guest`'s machine boots.
-fn def_flavour(m: &Manifest, guest: &Guest) -> harness::machine::KernelFlavour {
-    harness::machine::Machine::find(&m.machines_dir, &guest.machine)
-        .map(|d| d.kernel.flavour)
-        .unwrap_or(harness::machine::KernelFlavour::X86_64)
 }
 
 fn trial(result: Result<Completion, Failed>, log_dir: Option<PathBuf>) -> ScenarioTrial {
@@ -419,15 +410,17 @@ pub fn trials(m: Option<&Arc<Manifest>>, records: &Records, skip: bool) -> Vec<T
                 continue;
             };
             for linux in m.versions() {
-                let Some(cases) = m
-                    .images(linux, def.kernel.flavour)
-                    .and_then(|i| i.selftests.get(p.name))
-                else {
+                let Some(images) = m.images(linux, def.kernel.flavour) else {
+                    continue;
+                };
+                let Some(cases) = images.selftests.get(p.name) else {
                     continue;
                 };
                 let group = Arc::new(Group {
                     guest: Guest::new(*machine, linux),
                     program: p,
+                    arch: def.arch,
+                    patches: images.patches.clone(),
                     cases: cases.clone(),
                     done: OnceLock::new(),
                 });

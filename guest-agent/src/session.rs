@@ -12,15 +12,42 @@ pub enum End {
     Closed,
 }
 
-/// Output side of a session: plain lines or checksummed frames.
-struct Out<W: Write> {
+/// Both sides of a session: requests in, answers out (plain lines or
+/// checksummed frames).  A long answer goes in parts
+/// ([`proto::parts`]), each after the host asked for it.
+struct Out<R: BufRead, W: Write> {
+    r: R,
     w: W,
     frames: bool,
 }
 
-impl<W: Write> Out<W> {
+impl<R: BufRead, W: Write> Out<R, W> {
     fn send(&mut self, msg: &AgentMsg) -> Result<(), String> {
         let line = proto::encode(msg);
+        let Some(parts) = proto::parts::split(&line) else {
+            return self.write(line);
+        };
+        for part in parts {
+            let last = matches!(part, AgentMsg::Part { last: true, .. });
+            self.write(proto::encode(&part))?;
+            if last {
+                break;
+            }
+            match proto::recv::<HostMsg, _>(&mut self.r) {
+                Ok(Some(HostMsg::More)) => {}
+                Ok(Some(other)) => {
+                    return Err(format!(
+                        "the host sent {other:?} in the middle of a long message"
+                    ));
+                }
+                Ok(None) => return Err("the host closed the stream in a long message".into()),
+                Err(e) => return Err(format!("reading the host's go-ahead: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, line: Vec<u8>) -> Result<(), String> {
         let bytes = if self.frames {
             proto::framing::frame(&line)
         } else {
@@ -39,10 +66,10 @@ impl<W: Write> Out<W> {
 /// object would look referenced); the thread's stack goes with it.  Each
 /// step waits until it is sent, as without the thread (a step that kills
 /// the agent comes after the previous one reached the host).
-fn run_in_thread<W: Write>(
+fn run_in_thread<R: BufRead, W: Write>(
     scenario: &proto::Scenario,
     guard: Option<&crate::guard::Guard>,
-    out: &mut Out<W>,
+    out: &mut Out<R, W>,
 ) -> Result<proto::ScenarioOutcome, String> {
     let (step_tx, step_rx) = std::sync::mpsc::channel();
     let (sent_tx, sent_rx) = std::sync::mpsc::channel::<Result<(), String>>();
@@ -70,15 +97,15 @@ fn run_in_thread<W: Write>(
 }
 
 /// Serves requests from `r`, answering on `w`.
-pub fn serve<R: BufRead, W: Write>(mut r: R, w: W, frames: bool) -> Result<End, String> {
-    let mut out = Out { w, frames };
+pub fn serve<R: BufRead, W: Write>(r: R, w: W, frames: bool) -> Result<End, String> {
+    let mut out = Out { r, w, frames };
     let mut kmsg = crate::sys::Kmsg::new();
     // On a kernel with kmemleak, each scenario's log delta carries its leaks.
     let mut leaks = crate::kmemleak::Kmemleak::detect();
     let mut greeted = false;
     let mut guard: Option<crate::guard::Guard> = None;
     loop {
-        let msg = match proto::recv::<HostMsg, _>(&mut r) {
+        let msg = match proto::recv::<HostMsg, _>(&mut out.r) {
             Ok(Some(m)) => m,
             Ok(None) => return Ok(End::Closed),
             Err(e) => {
@@ -134,6 +161,10 @@ pub fn serve<R: BufRead, W: Write>(mut r: R, w: W, frames: bool) -> Result<End, 
                 };
                 out.send(&AgentMsg::Done(done))?;
             }
+            // A go-ahead with no long message under way: nothing to send.
+            HostMsg::More => out.send(&AgentMsg::Error {
+                message: "`more` with no long message under way".into(),
+            })?,
             HostMsg::Shutdown { poweroff } => {
                 out.send(&AgentMsg::Bye)?;
                 return Ok(if poweroff { End::Poweroff } else { End::Closed });

@@ -101,7 +101,22 @@ impl Agent {
         proto::send(&mut self.w, msg).map_err(AgentError::Io)
     }
 
+    /// The next message, put together from its parts if it came in parts
+    /// (each asked for with [`HostMsg::More`]: see [`proto::parts`]).
     fn recv(&mut self) -> Result<AgentMsg, AgentError> {
+        let mut parts = proto::parts::Assembler::default();
+        loop {
+            match self.recv_line()? {
+                AgentMsg::Part { data, last } => match parts.push(&data, last) {
+                    Some(whole) => return whole.map_err(AgentError::Decode),
+                    None => self.send(&HostMsg::More)?,
+                },
+                m => return Ok(m),
+            }
+        }
+    }
+
+    fn recv_line(&mut self) -> Result<AgentMsg, AgentError> {
         match proto::recv::<AgentMsg, _>(&mut self.r) {
             Ok(Some(m)) => Ok(m),
             Ok(None) => Err(AgentError::Closed),

@@ -411,6 +411,7 @@ impl ScenarioFile {
             scenario: Scenario {
                 name: name.to_string(),
                 steps: acc.steps,
+                keep_going: false,
             },
             step_origins: acc.origins,
         })

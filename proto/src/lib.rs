@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod framing;
 pub mod ops;
+pub mod parts;
 pub mod policy;
 pub mod values;
 
@@ -27,7 +28,7 @@ pub mod values;
 ///
 /// 2: [`HostMsg::Hello`] carries the target's [`policy::Policy`]; an agent
 /// of version 1 would ignore it and take any device, so it must refuse.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// vsock port the host listens on; the agent connects to it (CID 2) at boot.
 pub const HOST_PORT: u32 = 1025;
@@ -60,6 +61,8 @@ pub enum HostMsg {
     },
     /// Asks for kernel log lines newer than the last `Dmesg` of this session.
     Dmesg,
+    /// Asks for the next part of a long message ([`AgentMsg::Part`]).
+    More,
     /// Ends the session; with `poweroff`, the agent also shuts the machine down.
     Shutdown {
         /// Power the machine off after answering [`AgentMsg::Bye`].
@@ -91,6 +94,14 @@ pub enum AgentMsg {
     },
     /// Answer to [`HostMsg::Shutdown`]; the agent closes the stream after it.
     Bye,
+    /// A piece of a message longer than [`parts::PART`]: its JSON text, in
+    /// order; the host answers [`HostMsg::More`] to all but the last.
+    Part {
+        /// The next piece of the message's JSON line.
+        data: String,
+        /// This piece ends the message.
+        last: bool,
+    },
 }
 
 /// Who the agent is and where it runs.
@@ -145,6 +156,12 @@ pub struct Scenario {
     pub name: String,
     /// Steps, run in order.
     pub steps: Vec<Step>,
+    /// Run every step even after one fails (a fuzzer's batch: every
+    /// result is recorded, each judged by the host); by default the run
+    /// stops at the first failed step.  An agent without this field
+    /// would stop early, never run steps wrongly, so no version bump.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_going: bool,
 }
 
 /// One operation with its arguments and what the scenario expects of it.

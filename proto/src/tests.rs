@@ -35,6 +35,7 @@ fn round_trip_every_message() {
             expect: Expect::Errno("ENOSPC".into()),
             bind: Some("w".into()),
         }],
+        keep_going: false,
     };
     let host = [
         HostMsg::Hello {
@@ -361,4 +362,50 @@ mod ops_tests {
         assert_eq!(ops::parse_u64(&serde_json::json!("4K")), Ok(4096));
         assert_eq!(ops::errno_code("ENXIO"), Some(6));
     }
+}
+
+#[test]
+fn keep_going_defaults_to_off_and_is_sent_only_when_on() {
+    let old: Scenario = serde_json::from_str(r#"{"name":"x","steps":[]}"#).unwrap();
+    assert!(!old.keep_going);
+    assert!(
+        !String::from_utf8(encode(&old))
+            .unwrap()
+            .contains("keep_going")
+    );
+    let batch = Scenario {
+        keep_going: true,
+        ..old
+    };
+    let line = encode(&batch);
+    assert!(String::from_utf8_lossy(&line).contains("\"keep_going\":true"));
+    assert_eq!(decode::<Scenario>(&line).unwrap(), batch);
+}
+
+#[test]
+fn long_messages_go_in_parts_and_come_back_whole() {
+    use crate::parts::{Assembler, PART, split};
+    let small = encode(&AgentMsg::Bye);
+    assert!(split(&small).is_none());
+    // Multi-byte characters straddle the part boundaries.
+    let msg = AgentMsg::Error {
+        message: "ä€x".repeat(PART / 2),
+    };
+    let line = encode(&msg);
+    let parts = split(&line).expect("long");
+    assert!(parts.len() > 2);
+    let mut asm = Assembler::default();
+    let mut whole = None;
+    for (i, p) in parts.iter().enumerate() {
+        // Each part is a message of its own, short enough to go whole.
+        let encoded = encode(p);
+        assert!(encoded.len() <= 2 * PART, "part {i} is {} bytes", encoded.len());
+        let AgentMsg::Part { data, last } = decode::<AgentMsg>(&encoded).unwrap() else {
+            panic!("part {i} is not a part");
+        };
+        assert_eq!(last, i + 1 == parts.len());
+        whole = asm.push(&data, last);
+        assert_eq!(whole.is_some(), last);
+    }
+    assert_eq!(whole.unwrap().unwrap(), msg);
 }

@@ -44,28 +44,12 @@ struct Program {
     memory: (Option<&'static str>, Option<&'static str>),
     /// Kernel command-line words for the run, by architecture (ppc64le, x86_64).
     cmdline: (&'static str, &'static str),
-    /// Seconds the whole program (or one fixture) may take under TCG.
+    /// Seconds the whole program may take under TCG.
     timeout: u64,
-    /// Run each fixture (`-f FIXTURE`) in a freshly booted guest.  The whole
-    /// `iommufd` program in one guest hangs on q35 and pseries-4k with
-    /// 7.2.13 after about 240 cases, with no kernel report and the program
-    /// unkillable (not on pseries-64k); so do its fixtures one after the
-    /// other in one guest; each fixture in a fresh guest finishes.
-    by_fixture: bool,
 }
 
-/// Where `iommufd` runs.  Not on pseries (4K pages) for now: there, without
-/// fix 0005, the result of the `iommufd_ioas` fixture never reaches the
-/// host although the agent reports the step done (seen once, 7.2.13, not
-/// yet understood); with the fixes it ran there (197 passed, one
-/// THP-dependent case failed, expectations cover it).
-const IOMMU_MACHINES: &[&str] = &["pseries-64k", "q35"];
-
-/// `iommufd_fail_nth` on the 4K-page kernels (q35, pseries) with 7.2.13
-/// stops making progress a few seconds in: the guest idle, no kernel
-/// report, the program unkillable (as `iommufd` as one process there).  Not
-/// run there until that is understood; it passes on pseries-64k.
-const FAIL_NTH_MACHINES: &[&str] = &["pseries-64k"];
+/// Where the iommu selftests run: both page sizes on ppc64le, and x86_64.
+const IOMMU_MACHINES: &[&str] = &["pseries", "pseries-64k", "q35"];
 
 /// Reserved huge pages on x86_64 for `iommufd`'s `*hugepage*`/`*_huge`
 /// cases (`MAP_HUGETLB` buffers of up to 128 MiB and two huge pages).  None
@@ -83,7 +67,6 @@ const fn vfio(name: &'static str) -> Program {
         memory: (None, Some("3G")),
         cmdline: ("", ""),
         timeout: 600,
-        by_fixture: false,
     }
 }
 
@@ -98,16 +81,14 @@ const PROGRAMS: &[Program] = &[
         memory: (None, Some("2G")),
         cmdline: HUGEPAGES,
         timeout: 300,
-        by_fixture: true,
     },
     Program {
         name: "iommufd_fail_nth",
-        machines: FAIL_NTH_MACHINES,
+        machines: IOMMU_MACHINES,
         device: None,
         memory: (None, None),
         cmdline: ("", ""),
         timeout: 600,
-        by_fixture: false,
     },
     vfio("vfio_pci_device_test"),
     vfio("vfio_pci_driver_test"),
@@ -150,56 +131,24 @@ impl Group {
     fn run(&self, m: &Manifest) -> Result<Ran, String> {
         let p = self.program;
         let trial = self.trial_name();
-        // The whole program in one guest, or each fixture (`-f`) in a guest
-        // of its own.
-        let fixtures: Vec<Option<String>> = if p.by_fixture {
-            let mut f: Vec<Option<String>> = Vec::new();
-            for c in &self.cases {
-                let name = c.split('.').next().map(str::to_string);
-                if !f.contains(&name) {
-                    f.push(name);
-                }
-            }
-            f
-        } else {
-            vec![None]
-        };
-        let mut ran = Ran {
-            run: Run::default(),
-            release: String::new(),
-            kernel: None,
+        let (output, release, kernel) = self.run_once(m, &trial)?;
+        let ran = Ran {
+            run: kselftest::parse(&output),
+            release,
+            kernel,
             log_dir: m.log_root.join(trial.replace("::", "/")),
         };
-        let mut output = String::new();
-        for f in &fixtures {
-            let log_name = match f {
-                Some(f) => format!("{trial}::{f}"),
-                None => trial.clone(),
-            };
-            let (out, release, kernel) = self.run_once(m, &log_name, f.as_deref())?;
-            output.push_str(&out);
-            let part = kselftest::parse(&out);
-            ran.run.cases.extend(part.cases);
-            ran.run.skipped_all = ran.run.skipped_all.or(part.skipped_all);
-            ran.run.bailed_out = ran.run.bailed_out.or(part.bailed_out);
-            ran.release = release;
-            if let Some(k) = kernel {
-                let all = ran.kernel.get_or_insert_with(String::new);
-                all.push_str(&format!("during {log_name}: {k}\n"));
-            }
-        }
         std::fs::create_dir_all(&ran.log_dir).ok();
         std::fs::write(ran.log_dir.join(format!("{}.out", p.name)), &output).ok();
         Ok(ran)
     }
 
-    /// Boots the guest and runs the program (only `fixture` if given):
-    /// its output, the kernel release, and the kernel's own reports.
+    /// Boots the guest and runs the program: its output, the kernel
+    /// release, and the kernel's own reports.
     fn run_once(
         &self,
         m: &Manifest,
         log_name: &str,
-        fixture: Option<&str>,
     ) -> Result<(String, String, Option<String>), String> {
         let p = self.program;
         let (cmdline, memory) = match self.arch {
@@ -217,9 +166,6 @@ impl Group {
             "[[step]]\nop = \"selftest.run\"\nprogram = \"{}\"\ntimeout = {}\nexpect = \"any\"\n",
             p.name, p.timeout
         );
-        if let Some(f) = fixture {
-            step.push_str(&format!("args = \"-f {f}\"\n"));
-        }
         if let Some(d) = p.device {
             step.push_str(&format!("device = \"{d}\"\n"));
         }

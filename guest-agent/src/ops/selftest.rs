@@ -19,6 +19,8 @@ use crate::args::Args;
 use crate::ctx::Ctx;
 use crate::outcome::{OpError, OpResult};
 
+mod tasks;
+
 /// Where the initramfs puts the selftest programs.
 pub const DIR: &str = "/selftests";
 
@@ -30,7 +32,9 @@ const KEEP: usize = 768 * 1024;
 /// in its own process group, killed at `timeout` seconds; yields
 /// `{exit, signal, timed_out, seconds, output, truncated, orphaned}`
 /// (`orphaned`: something it started still held its output open, e.g. a
-/// test case stuck in the kernel).
+/// test case stuck in the kernel).  A run that times out or leaves orphans
+/// ends its output with where each of its tasks was in the kernel
+/// ([`tasks`]), as kselftest diagnostic lines.
 pub fn run(_ctx: &mut Ctx, args: &Args) -> OpResult {
     let program = args.str("program")?;
     if program.is_empty() || program.contains('/') || program.starts_with('.') {
@@ -88,11 +92,13 @@ pub fn run(_ctx: &mut Ctx, args: &Args) -> OpResult {
         });
     }
     let mut timed_out = false;
+    let mut stuck = String::new();
     let status = loop {
         match child.try_wait() {
             Ok(Some(s)) => break s,
             Ok(None) if started.elapsed() >= timeout => {
                 timed_out = true;
+                stuck.push_str(&tasks::snapshot(pgid, "at the deadline"));
                 // SAFETY: kill(2) on our child's own process group.
                 unsafe { libc::kill(-pgid, libc::SIGKILL) };
                 break child.wait().map_err(|e| OpError::Error(e.to_string()))?;
@@ -108,6 +114,9 @@ pub fn run(_ctx: &mut Ctx, args: &Args) -> OpResult {
     // a case stuck in the kernel (D state) outlives the program and keeps
     // the pipe open.  Its output so far is what there is.
     let orphaned = done_rx.recv_timeout(Duration::from_secs(2)).is_err();
+    if orphaned {
+        stuck.push_str(&tasks::snapshot_all(&path, "after SIGKILL"));
+    }
     let Output {
         kept,
         tail,
@@ -118,6 +127,7 @@ pub fn run(_ctx: &mut Ctx, args: &Args) -> OpResult {
         output.push_str(&format!("\n[... {dropped} bytes of output dropped ...]\n"));
     }
     output.push_str(&String::from_utf8_lossy(&Vec::from(tail)));
+    output.push_str(&stuck);
     Ok(json!({
         "exit": status.code(),
         "signal": status.signal(),

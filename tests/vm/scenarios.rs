@@ -214,7 +214,7 @@ pub fn crash_mid_scenario(m: &Manifest, machine: &str, trial: &str) -> Result<()
     Ok(())
 }
 
-/// The host freezes the PE over QMP (`qom-set phb1 x-eeh-freeze`) while the
+/// The host freezes the PE over QMP (`x-spapr-eeh-inject phb1 freeze`) while the
 /// agent sleeps inside a scenario; the guest then sees it stopped through
 /// VFIO, its MMIO reads all-ones, and recovery brings DMA back.
 pub fn host_qmp_freeze(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
@@ -233,12 +233,12 @@ pub fn host_qmp_freeze(m: &Manifest, machine: &str, trial: &str) -> Result<(), F
         if r.index + 1 == sleep_step {
             frozen = harness::qmp::execute(
                 &qmp,
-                "qom-set",
-                serde_json::json!({"path": "/machine/peripheral/phb1", "property": "x-eeh-freeze", "value": true}),
+                "x-spapr-eeh-inject",
+                serde_json::json!({"phb": "phb1", "kind": "freeze"}),
             );
         }
     });
-    frozen.map_err(|e| format!("QMP qom-set x-eeh-freeze: {e}"))?;
+    frozen.map_err(|e| format!("QMP x-spapr-eeh-inject: {e}"))?;
     if !run.passed() {
         return Err(run.failure_report(&file, &vm).into());
     }

@@ -15,6 +15,7 @@ mod args;
 mod ctx;
 mod guard;
 mod inventory;
+mod kcov;
 mod kmemleak;
 mod mem;
 mod ops;

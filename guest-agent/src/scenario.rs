@@ -106,12 +106,7 @@ mod tests {
         Scenario {
             name: "keep_going".into(),
             steps: vec![
-                step(
-                    "check",
-                    json!({"value": 1, "eq": 2}),
-                    Expect::Ok,
-                    Some("x"),
-                ),
+                step("check", json!({"value": 1, "eq": 2}), Expect::Ok, Some("x")),
                 step("check", json!({"value": "$x"}), Expect::Ok, None),
                 step("check", json!({"value": 3, "eq": 3}), Expect::Ok, None),
             ],

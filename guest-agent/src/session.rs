@@ -14,11 +14,15 @@ pub enum End {
 
 /// Both sides of a session: requests in, answers out (plain lines or
 /// checksummed frames).  A long answer goes in parts
-/// ([`proto::parts`]), each after the host asked for it.
+/// ([`proto::parts`]), each after the host asked for it, and the agent
+/// goes on after a host step only at the host's go-ahead ([`Out::step`]).
 struct Out<R: BufRead, W: Write> {
     r: R,
     w: W,
     frames: bool,
+    /// Lines held back to go out together ([`Out::hold`]), and when the
+    /// first of them was held.
+    held: Option<(Vec<u8>, std::time::Instant)>,
 }
 
 impl<R: BufRead, W: Write> Out<R, W> {
@@ -27,6 +31,18 @@ impl<R: BufRead, W: Write> Out<R, W> {
         let Some(parts) = proto::parts::split(&line) else {
             return self.write(line);
         };
+        // A long message goes out now, after what is held, and its parts
+        // are not held (the host answers each).
+        let held = self.held.is_some();
+        self.release()?;
+        let sent = self.send_parts(parts);
+        if held {
+            self.hold();
+        }
+        sent
+    }
+
+    fn send_parts(&mut self, parts: Vec<AgentMsg>) -> Result<(), String> {
         for part in parts {
             let last = matches!(part, AgentMsg::Part { last: true, .. });
             self.write(proto::encode(&part))?;
@@ -47,14 +63,70 @@ impl<R: BufRead, W: Write> Out<R, W> {
         Ok(())
     }
 
+    /// From now on lines are held and written together (a `keep_going`
+    /// batch's step results: one write per result costs the guest more
+    /// than the step itself under TCG), at 16 KiB or 2 ms after the first
+    /// one held, and when released.
+    fn hold(&mut self) {
+        self.held = Some((Vec::new(), std::time::Instant::now()));
+    }
+
+    /// Writes what is held and stops holding.
+    fn release(&mut self) -> Result<(), String> {
+        match self.held.take() {
+            Some((buf, _)) if !buf.is_empty() => self.write_bytes(&buf),
+            _ => Ok(()),
+        }
+    }
+
     fn write(&mut self, line: Vec<u8>) -> Result<(), String> {
         let bytes = if self.frames {
             proto::framing::frame(&line)
         } else {
             line
         };
+        if let Some((buf, since)) = &mut self.held {
+            if buf.is_empty() {
+                *since = std::time::Instant::now();
+            }
+            buf.extend_from_slice(&bytes);
+            if buf.len() < 16 << 10 && since.elapsed() < std::time::Duration::from_millis(2) {
+                return Ok(());
+            }
+            let buf = std::mem::take(buf);
+            return self.write_bytes(&buf);
+        }
+        self.write_bytes(&bytes)
+    }
+
+    /// Sends a step's result; after a host step's
+    /// ([`proto::ops::is_host_step`]), waits for the host's go-ahead
+    /// ([`HostMsg::More`]): the host acts between this step and the next.
+    fn step(&mut self, step: &proto::StepResult) -> Result<(), String> {
+        self.send(&AgentMsg::Step(step.clone()))?;
+        if !(step.passed && proto::ops::is_host_step(&step.op)) {
+            return Ok(());
+        }
+        let held = self.held.is_some();
+        self.release()?;
+        let go = match proto::recv::<HostMsg, _>(&mut self.r) {
+            Ok(Some(HostMsg::More)) => Ok(()),
+            Ok(Some(other)) => Err(format!(
+                "the host sent {other:?} instead of the go-ahead after host step {}",
+                step.index
+            )),
+            Ok(None) => Err("the host closed the stream during a host step".into()),
+            Err(e) => Err(format!("reading the host's go-ahead: {e}")),
+        };
+        if held {
+            self.hold();
+        }
+        go
+    }
+
+    fn write_bytes(&mut self, bytes: &[u8]) -> Result<(), String> {
         self.w
-            .write_all(&bytes)
+            .write_all(bytes)
             .and_then(|_| self.w.flush())
             .map_err(|e| format!("write: {e}"))
     }
@@ -65,24 +137,48 @@ impl<R: BufRead, W: Write> Out<R, W> {
 /// of a scenario leave stale pointers to what they allocated (a leaked
 /// object would look referenced); the thread's stack goes with it.  Each
 /// step waits until it is sent, as without the thread (a step that kills
-/// the agent comes after the previous one reached the host).
+/// the agent comes after the previous one reached the host).  With
+/// `coverage` the thread traces itself with KCOV ([`crate::kcov`]),
+/// drained after each step, and its PCs come back as the
+/// [`AgentMsg::Coverage`] to send before `Done`.
 fn run_in_thread<R: BufRead, W: Write>(
     scenario: &proto::Scenario,
     guard: Option<&crate::guard::Guard>,
+    coverage: bool,
     out: &mut Out<R, W>,
-) -> Result<proto::ScenarioOutcome, String> {
+) -> Result<(proto::ScenarioOutcome, Option<AgentMsg>), String> {
     let (step_tx, step_rx) = std::sync::mpsc::channel();
     let (sent_tx, sent_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     std::thread::scope(|s| {
         let runner = s.spawn(move || {
-            crate::scenario::run(scenario, guard, |step| {
+            let mut kcov = coverage.then(crate::kcov::Kcov::enable);
+            let done = crate::scenario::run(scenario, guard, |step| {
+                if let Some(Ok(k)) = &mut kcov {
+                    k.drain();
+                }
                 step_tx.send(step.clone()).map_err(|e| e.to_string())?;
                 sent_rx.recv().map_err(|e| e.to_string())?
-            })
+            });
+            let covered = kcov.map(|k| match k {
+                Ok(k) => {
+                    let (pcs, lost) = k.finish();
+                    AgentMsg::Coverage {
+                        pcs,
+                        lost,
+                        error: None,
+                    }
+                }
+                Err(e) => AgentMsg::Coverage {
+                    pcs: Vec::new(),
+                    lost: false,
+                    error: Some(e),
+                },
+            });
+            done.map(|d| (d, covered))
         });
         // Ends when the runner drops its sender, i.e. when it is done.
         for step in step_rx {
-            let sent = out.send(&AgentMsg::Step(step));
+            let sent = out.step(&step);
             let failed = sent.is_err();
             let _ = sent_tx.send(sent);
             if failed {
@@ -98,12 +194,19 @@ fn run_in_thread<R: BufRead, W: Write>(
 
 /// Serves requests from `r`, answering on `w`.
 pub fn serve<R: BufRead, W: Write>(r: R, w: W, frames: bool) -> Result<End, String> {
-    let mut out = Out { r, w, frames };
+    let mut out = Out {
+        r,
+        w,
+        frames,
+        held: None,
+    };
     let mut kmsg = crate::sys::Kmsg::new();
     // On a kernel with kmemleak, each scenario's log delta carries its leaks.
     let mut leaks = crate::kmemleak::Kmemleak::detect();
     let mut greeted = false;
     let mut guard: Option<crate::guard::Guard> = None;
+    // KCOV of each run's thread ([`HostMsg::Coverage`]).
+    let mut coverage = false;
     loop {
         let msg = match proto::recv::<HostMsg, _>(&mut out.r) {
             Ok(Some(m)) => m,
@@ -149,17 +252,46 @@ pub fn serve<R: BufRead, W: Write>(r: R, w: W, frames: bool) -> Result<End, Stri
                 out.send(&AgentMsg::Dmesg { lines })?
             }
             HostMsg::Run { scenario } => {
-                let done = match leaks.as_mut() {
-                    None => crate::scenario::run(&scenario, guard.as_ref(), |step| {
-                        out.send(&AgentMsg::Step(step.clone()))
-                    })?,
-                    Some(k) => {
-                        let done = run_in_thread(&scenario, guard.as_ref(), &mut out)?;
-                        k.ran();
+                // A batch's results go out in bulk (not on kmemleak
+                // kernels, where each step waits until it is sent).
+                if scenario.keep_going && leaks.is_none() {
+                    out.hold();
+                }
+                let (done, covered) = match leaks.as_mut() {
+                    None if !coverage => (
+                        crate::scenario::run(&scenario, guard.as_ref(), |step| out.step(step))?,
+                        None,
+                    ),
+                    k => {
+                        let done = run_in_thread(&scenario, guard.as_ref(), coverage, &mut out)?;
+                        if let Some(k) = k {
+                            k.ran();
+                        }
                         done
                     }
                 };
+                out.release()?;
+                if let Some(c) = covered {
+                    out.send(&c)?;
+                }
                 out.send(&AgentMsg::Done(done))?;
+            }
+            HostMsg::Coverage { on } => {
+                if on && !std::path::Path::new(crate::kcov::PATH).exists() {
+                    out.send(&AgentMsg::Error {
+                        message: format!(
+                            "no {}: this kernel has no KCOV (build it with --kcov)",
+                            crate::kcov::PATH
+                        ),
+                    })?;
+                } else {
+                    coverage = on;
+                    out.send(&AgentMsg::Coverage {
+                        pcs: Vec::new(),
+                        lost: false,
+                        error: None,
+                    })?;
+                }
             }
             // A go-ahead with no long message under way: nothing to send.
             HostMsg::More => out.send(&AgentMsg::Error {

@@ -139,6 +139,7 @@ pub mod vfio_ioctl {
     pub const GROUP_GET_DEVICE_FD: Ioctl<CStr> = Ioctl::new(vfio_io(6));
     pub const DEVICE_GET_INFO: Ioctl<vfio_device_info> = Ioctl::new(vfio_io(7));
     pub const DEVICE_GET_REGION_INFO: Ioctl<vfio_region_info> = Ioctl::new(vfio_io(8));
+    pub const DEVICE_SET_IRQS: Ioctl<super::IrqSetEventfd> = Ioctl::new(vfio_io(10));
     pub const DEVICE_RESET: IoctlVal = IoctlVal::new(vfio_io(11));
     pub const SPAPR_TCE_GET_INFO: Ioctl<vfio_iommu_spapr_tce_info> = Ioctl::new(vfio_io(12));
     /// Type1 and sPAPR TCE v2 share the struct.
@@ -195,6 +196,18 @@ pub mod iommufd_ioctl {
     pub const HW_QUEUE_ALLOC: Ioctl<iommu_hw_queue_alloc> = Ioctl::new(iommufd_io(0x94));
     /// `IOMMU_TEST_CMD` = base + 32.
     pub const TEST_CMD: Ioctl<IommuTestCmd> = Ioctl::new(iommufd_io(0x80 + 32));
+}
+
+/// `struct vfio_irq_set` with one eventfd in its flexible `data` array:
+/// what `VFIO_DEVICE_SET_IRQS` takes to trigger an eventfd on one vector
+/// (`VFIO_IRQ_SET_DATA_EVENTFD`, `count` = 1).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct IrqSetEventfd {
+    /// The header; `argsz` covers the eventfd too.
+    pub set: vfio::vfio_irq_set,
+    /// The eventfd (-1 stops triggering one).
+    pub fd: i32,
 }
 
 /// `iommufd_test.h` operations used by the mock-domain ops.
@@ -519,6 +532,14 @@ mod tests {
         }
         #[cfg(target_arch = "powerpc64")]
         assert_eq!(vfio_ioctl::SPAPR_TCE_CREATE.nr() as u64, 0x2000_3b77);
+    }
+
+    #[test]
+    fn irq_set_eventfd_puts_the_fd_in_the_flexible_array() {
+        // struct vfio_irq_set { __u32 argsz, flags, index, start, count; __u8 data[]; }
+        assert_eq!(std::mem::size_of::<vfio::vfio_irq_set>(), 20);
+        assert_eq!(std::mem::offset_of!(IrqSetEventfd, fd), 20);
+        assert_eq!(std::mem::size_of::<IrqSetEventfd>(), 24);
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use iobench_proto::{
-    self as proto, AgentHello, AgentMsg, HostMsg, Inventory, Scenario, ScenarioOutcome, StepResult,
+    self as proto, Actual, AgentHello, AgentMsg, HostMsg, Inventory, Scenario, ScenarioOutcome,
+    StepResult,
 };
 
 /// Errors talking to the agent.
@@ -36,11 +37,25 @@ pub enum AgentError {
     Unexpected(Box<AgentMsg>),
 }
 
+/// The kernel code a run executed, by KCOV ([`Agent::set_coverage`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunCoverage {
+    /// Unique PCs (return addresses of the `__sanitizer_cov_trace_pc`
+    /// calls), sorted.
+    pub pcs: Vec<u64>,
+    /// The agent's trace buffer overflowed: some PCs were lost.
+    pub lost: bool,
+    /// Why the run has no coverage, if it has none.
+    pub error: Option<String>,
+}
+
 /// A connected, greeted agent.
 pub struct Agent {
     r: Box<dyn BufRead + Send>,
     w: Box<dyn Write + Send>,
     hello: AgentHello,
+    /// The last run's coverage, while coverage is on.
+    covered: Option<RunCoverage>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -77,6 +92,7 @@ impl Agent {
             r: Box::new(r),
             w: Box::new(w),
             hello: placeholder(),
+            covered: None,
         };
         a.send(&HostMsg::Hello {
             protocol: proto::PROTOCOL_VERSION,
@@ -143,19 +159,74 @@ impl Agent {
         }
     }
 
+    /// Turns KCOV coverage of later runs on or off; turning it on fails
+    /// on a kernel without KCOV (not built with `--kcov`).  While on, each
+    /// run's coverage waits in [`Agent::take_coverage`].
+    pub fn set_coverage(&mut self, on: bool) -> Result<(), AgentError> {
+        self.send(&HostMsg::Coverage { on })?;
+        match self.recv()? {
+            AgentMsg::Coverage { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The coverage of the last run, if coverage was on for it.
+    pub fn take_coverage(&mut self) -> Option<RunCoverage> {
+        self.covered.take()
+    }
+
     /// Runs a scenario, calling `on_step` for each result as it arrives.
+    /// This host runs no host steps: one fails with that reason.
     pub fn run(
         &mut self,
         scenario: &Scenario,
+        on_step: impl FnMut(&StepResult),
+    ) -> Result<ScenarioOutcome, AgentError> {
+        self.run_hosted(
+            scenario,
+            |s| Err(format!("{}: this host runs no host steps", s.op)),
+            on_step,
+        )
+    }
+
+    /// Runs a scenario whose host steps (`host.*`,
+    /// [`proto::ops::is_host_step`]) `host` performs: it gets each one's
+    /// result from the agent (its value is the request, the step's
+    /// resolved arguments) and returns what the action gave, which becomes
+    /// the step's result (judged against its expectation), before the
+    /// agent gets its go-ahead ([`HostMsg::More`]).  A failed host step
+    /// fails the outcome; the agent, which had no say in it, runs on.
+    pub fn run_hosted(
+        &mut self,
+        scenario: &Scenario,
+        mut host: impl FnMut(&StepResult) -> Result<serde_json::Value, String>,
         mut on_step: impl FnMut(&StepResult),
     ) -> Result<ScenarioOutcome, AgentError> {
         self.send(&HostMsg::Run {
             scenario: scenario.clone(),
         })?;
+        self.covered = None;
+        let mut host_failed = false;
         loop {
             match self.recv()? {
+                AgentMsg::Step(mut s) if s.passed && proto::ops::is_host_step(&s.op) => {
+                    s.actual = match host(&s) {
+                        Ok(v) => Actual::Value(v),
+                        Err(e) => Actual::Error(e),
+                    };
+                    s.passed = proto::ops::satisfies(&s.expected, &s.actual);
+                    host_failed |= !s.passed;
+                    self.send(&HostMsg::More)?;
+                    on_step(&s);
+                }
                 AgentMsg::Step(s) => on_step(&s),
-                AgentMsg::Done(o) => return Ok(o),
+                AgentMsg::Coverage { pcs, lost, error } => {
+                    self.covered = Some(RunCoverage { pcs, lost, error });
+                }
+                AgentMsg::Done(mut o) => {
+                    o.passed &= !host_failed;
+                    return Ok(o);
+                }
                 other => return Err(unexpected(other)),
             }
         }
@@ -186,5 +257,172 @@ fn placeholder() -> AgentHello {
         machine: String::new(),
         page_size: 0,
         protected: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::BufReader;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    use iobench_proto::{
+        self as proto, Actual, AgentMsg, Expect, HostMsg, Scenario, ScenarioOutcome, StepResult,
+    };
+    use serde_json::json;
+
+    fn result(index: usize, op: &str, actual: Actual) -> StepResult {
+        StepResult {
+            index,
+            op: op.into(),
+            expected: Expect::Ok,
+            actual,
+            passed: true,
+            micros: 1,
+        }
+    }
+
+    /// An agent that sends a host step's result, waits for the go-ahead,
+    /// then sends one more step: the host acts in between, and its result
+    /// replaces the agent's.
+    fn host_step_run(act: Result<serde_json::Value, String>) -> (Vec<StepResult>, bool) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let agent = std::thread::spawn(move || {
+            let mut r = BufReader::new(theirs.try_clone().unwrap());
+            let mut w = theirs;
+            let Some(HostMsg::Hello { .. }) = proto::recv(&mut r).unwrap() else {
+                panic!("no hello")
+            };
+            let hello = AgentMsg::Hello(proto::AgentHello {
+                protocol: proto::PROTOCOL_VERSION,
+                agent_version: "test".into(),
+                kernel: "6.12".into(),
+                machine: "ppc64le".into(),
+                page_size: 4096,
+                protected: Vec::new(),
+            });
+            proto::send(&mut w, &hello).unwrap();
+            let Some(HostMsg::Run { .. }) = proto::recv(&mut r).unwrap() else {
+                panic!("no run")
+            };
+            let request = json!({"execute": "stop", "arguments": {}});
+            let step = result(0, "host.qmp", Actual::Value(request));
+            proto::send(&mut w, &AgentMsg::Step(step)).unwrap();
+            // Nothing more until the host has acted.
+            assert_eq!(
+                proto::recv::<HostMsg, _>(&mut r).unwrap(),
+                Some(HostMsg::More)
+            );
+            let next = result(1, "check", Actual::Value(json!(1)));
+            proto::send(&mut w, &AgentMsg::Step(next)).unwrap();
+            let done = ScenarioOutcome {
+                name: "t".into(),
+                steps_run: 2,
+                passed: true,
+            };
+            proto::send(&mut w, &AgentMsg::Done(done)).unwrap();
+        });
+        let mut a = super::Agent::over_unix(ours, Duration::from_secs(10)).unwrap();
+        let scenario = Scenario {
+            name: "t".into(),
+            steps: Vec::new(),
+            keep_going: false,
+        };
+        let mut seen = Vec::new();
+        let mut asked = Vec::new();
+        let done = a
+            .run_hosted(
+                &scenario,
+                |s| {
+                    asked.push(s.actual.clone());
+                    act.clone()
+                },
+                |s| seen.push(s.clone()),
+            )
+            .unwrap();
+        agent.join().unwrap();
+        assert_eq!(asked.len(), 1);
+        (seen, done.passed)
+    }
+
+    #[test]
+    fn a_host_step_runs_between_the_agents_steps() {
+        let (seen, passed) = host_step_run(Ok(json!({"status": "paused"})));
+        assert!(passed);
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0].actual, Actual::Value(json!({"status": "paused"})));
+        assert!(seen[0].passed && seen[1].passed);
+    }
+
+    #[test]
+    fn a_failed_host_step_fails_the_run() {
+        let (seen, passed) = host_step_run(Err("QMP stop: no".into()));
+        assert!(!passed);
+        assert_eq!(seen[0].actual, Actual::Error("QMP stop: no".into()));
+        assert!(!seen[0].passed && seen[1].passed);
+    }
+    #[test]
+    fn coverage_is_turned_on_and_each_run_keeps_its_own() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let agent = std::thread::spawn(move || {
+            let mut r = BufReader::new(theirs.try_clone().unwrap());
+            let mut w = theirs;
+            let Some(HostMsg::Hello { .. }) = proto::recv(&mut r).unwrap() else {
+                panic!("no hello")
+            };
+            let hello = AgentMsg::Hello(proto::AgentHello {
+                protocol: proto::PROTOCOL_VERSION,
+                agent_version: "test".into(),
+                kernel: "7.2".into(),
+                machine: "x86_64".into(),
+                page_size: 4096,
+                protected: Vec::new(),
+            });
+            proto::send(&mut w, &hello).unwrap();
+            assert_eq!(
+                proto::recv::<HostMsg, _>(&mut r).unwrap(),
+                Some(HostMsg::Coverage { on: true })
+            );
+            let empty = AgentMsg::Coverage {
+                pcs: Vec::new(),
+                lost: false,
+                error: None,
+            };
+            proto::send(&mut w, &empty).unwrap();
+            for pcs in [vec![7, 9], vec![]] {
+                let Some(HostMsg::Run { .. }) = proto::recv(&mut r).unwrap() else {
+                    panic!("no run")
+                };
+                if !pcs.is_empty() {
+                    let cov = AgentMsg::Coverage {
+                        pcs,
+                        lost: true,
+                        error: None,
+                    };
+                    proto::send(&mut w, &cov).unwrap();
+                }
+                let done = ScenarioOutcome {
+                    name: "t".into(),
+                    steps_run: 0,
+                    passed: true,
+                };
+                proto::send(&mut w, &AgentMsg::Done(done)).unwrap();
+            }
+        });
+        let mut a = super::Agent::over_unix(ours, Duration::from_secs(10)).unwrap();
+        a.set_coverage(true).unwrap();
+        let scenario = Scenario {
+            name: "t".into(),
+            steps: Vec::new(),
+            keep_going: false,
+        };
+        a.run(&scenario, |_| {}).unwrap();
+        let c = a.take_coverage().unwrap();
+        assert_eq!((c.pcs, c.lost), (vec![7, 9], true));
+        assert!(a.take_coverage().is_none());
+        // A run without coverage leaves none behind.
+        a.run(&scenario, |_| {}).unwrap();
+        assert!(a.take_coverage().is_none());
+        agent.join().unwrap();
     }
 }

@@ -228,6 +228,11 @@ pub enum Device {
         /// `build = "patched"`, see `qemu-patches/`).
         #[serde(default)]
         eeh: bool,
+        /// pseries only: behind a `pci-bridge` on PHB `phb` (made once per
+        /// PHB, at slot 2) rather than on its root bus.  A PHB is one PE:
+        /// its edus, bridged or not, share one IOMMU group.
+        #[serde(default)]
+        bridge: bool,
     },
 }
 
@@ -362,6 +367,7 @@ impl Machine {
             ));
         }
         let mut ids = std::collections::BTreeSet::new();
+        // (PHB, behind its bridge): one edu each.
         let mut phbs = std::collections::BTreeSet::new();
         for d in &m.devices {
             let Device::Edu {
@@ -369,6 +375,7 @@ impl Machine {
                 phb,
                 dma_mask,
                 eeh,
+                bridge,
                 ..
             } = d;
             let at = line_of_key(&format!("\"{id}\""));
@@ -404,10 +411,12 @@ impl Machine {
                         ),
                     ));
                 }
-                (Arch::Ppc64le, Some(n)) if *n == 0 || *n > 30 || !phbs.insert(*n) => {
+                (Arch::Ppc64le, Some(n)) if *n == 0 || *n > 30 || !phbs.insert((*n, *bridge)) => {
                     return Err(err(
                         at,
-                        format!("device {id:?}: phb must be 1..=30 and not shared, got {n}"),
+                        format!(
+                            "device {id:?}: phb must be 1..=30 and not shared (but by one edu behind its bridge), got {n}"
+                        ),
                     ));
                 }
                 (Arch::X86_64, Some(_)) => {
@@ -415,8 +424,41 @@ impl Machine {
                 }
                 _ => {}
             }
+            if *bridge && m.qemu.options.get("x-vof").is_some_and(|v| v == "on") {
+                return Err(err(
+                    at,
+                    format!(
+                        "device {id:?}: bridge = true needs SLOF (drop x-vof): QEMU's device tree gives a bridge no bus-range under VOF, and Linux finds nothing behind it"
+                    ),
+                ));
+            }
+            let same_phb = |o: &Device| matches!(o, Device::Edu { phb: p, .. } if p == phb);
+            if m.devices
+                .iter()
+                .any(|o| same_phb(o) && matches!(o, Device::Edu { eeh: e, .. } if e != eeh))
+            {
+                return Err(err(
+                    at,
+                    format!("device {id:?}: the edus of a PHB all have eeh, or none"),
+                ));
+            }
         }
         Ok(m)
+    }
+
+    /// How many PEs (IOMMU groups) the devices make: one per PHB on
+    /// pseries, one per device on x86.
+    pub fn pe_count(&self) -> usize {
+        let keys: std::collections::BTreeSet<Option<u32>> = self
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match (self.arch, d) {
+                (Arch::Ppc64le, Device::Edu { phb, .. }) => *phb,
+                (Arch::X86_64, _) => Some(i as u32),
+            })
+            .collect();
+        keys.len()
     }
 
     /// Loads `path`.

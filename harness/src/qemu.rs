@@ -12,7 +12,9 @@
 //! * On pseries every edu gets a `spapr-pci-host-bridge` of its own: Linux
 //!   makes one IOMMU table group (one PE, one IOMMU group) per PHB DMA
 //!   window, shared by every device below it
-//!   (`arch/powerpc/platforms/pseries/iommu.c`, `pci_dma_dev_setup_pSeriesLP`).
+//!   (`arch/powerpc/platforms/pseries/iommu.c`, `pci_dma_dev_setup_pSeriesLP`);
+//!   an edu with `bridge = true` goes behind a `pci-bridge` on its PHB's
+//!   root bus, in that PHB's PE.
 //! * q35 with `intel-iommu,intremap=on` runs with `kernel-irqchip=split`
 //!   (`qemu-configs/q35.toml`): QEMU refuses interrupt remapping with the
 //!   whole irqchip in KVM (`hw/i386/x86-iommu.c`, `x86_iommu_realize`:
@@ -194,24 +196,42 @@ pub fn args(m: &Machine, files: &BootFiles, opts: &BootOptions) -> Vec<String> {
         Arch::Ppc64le => "pci.0",
         Arch::X86_64 => "pcie.0",
     };
+    // PHBs and their bridges are made once, before their first device.
+    let (mut phbs, mut bridges) = (Vec::new(), Vec::new());
     for (slot, d) in m.devices.iter().enumerate() {
         let Device::Edu {
             id,
             phb,
             dma_mask,
             eeh,
+            bridge,
             ..
         } = d;
         match (m.arch, phb) {
             (Arch::Ppc64le, Some(n)) => {
-                let eeh = if *eeh { ",x-emu-eeh=on" } else { "" };
+                if !phbs.contains(n) {
+                    phbs.push(*n);
+                    let eeh = if *eeh { ",x-emu-eeh=on" } else { "" };
+                    push(&[
+                        "-device",
+                        &format!("spapr-pci-host-bridge,index={n},id=phb{n}{eeh}"),
+                    ]);
+                }
+                let bus = if *bridge {
+                    if !bridges.contains(n) {
+                        bridges.push(*n);
+                        push(&[
+                            "-device",
+                            &format!("pci-bridge,bus=phb{n}.0,addr=2.0,chassis_nr={n},id=br{n}"),
+                        ]);
+                    }
+                    format!("br{n}")
+                } else {
+                    format!("phb{n}.0")
+                };
                 push(&[
                     "-device",
-                    &format!("spapr-pci-host-bridge,index={n},id=phb{n}{eeh}"),
-                ]);
-                push(&[
-                    "-device",
-                    &format!("edu,id={id},bus=phb{n}.0,addr=1.0,dma_mask={dma_mask}"),
+                    &format!("edu,id={id},bus={bus},addr=1.0,dma_mask={dma_mask}"),
                 ]);
             }
             _ => {
@@ -302,6 +322,27 @@ mod tests {
         assert_eq!(after(&a, "-L"), vec![FIRMWARE_DIR]);
         let stock = machine("pseries");
         assert!(after(&args(&stock, &files(), &BootOptions::default()), "-L").is_empty());
+    }
+
+    #[test]
+    fn a_bridged_edu_goes_behind_one_bridge_on_its_phb() {
+        let a = args(
+            &machine("pseries-eeh-bridge"),
+            &files(),
+            &BootOptions::default(),
+        );
+        let devs = after(&a, "-device");
+        let at = |d: &str| devs.iter().position(|x| *x == d).expect(d);
+        let phb = at("spapr-pci-host-bridge,index=1,id=phb1,x-emu-eeh=on");
+        let edu0 = at("edu,id=edu0,bus=phb1.0,addr=1.0,dma_mask=0xffffffffffffffff");
+        let bridge = at("pci-bridge,bus=phb1.0,addr=2.0,chassis_nr=1,id=br1");
+        let edu1 = at("edu,id=edu1,bus=br1,addr=1.0,dma_mask=0xffffffffffffffff");
+        assert!(phb < edu0 && edu0 < bridge && bridge < edu1, "{devs:?}");
+        let phbs = devs
+            .iter()
+            .filter(|d| d.starts_with("spapr-pci-host-bridge"))
+            .count();
+        assert_eq!(phbs, 1, "{devs:?}");
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! [`AgentHost`].  [`run_on`] sends the scenario, collects the step results
 //! as they stream in and the kernel log written meanwhile, and keeps why a
 //! run broke off (guest panic, agent crash, hang) for the failure report.
+//! It also performs the scenario's host steps ([`host_step`]: `host.qmp`,
+//! a QMP command on the machine's monitor) where they come, the agent
+//! waiting for each.
 //! A run passes when every step passed and the kernel reported nothing it
 //! should not have ([`crate::kernel_log::check`], with the scenario's
 //! `expect_kernel_warning`).
@@ -39,6 +42,10 @@ pub trait AgentHost {
     fn kernel_patches(&self) -> &[String] {
         &[]
     }
+    /// Its QMP monitor, for `host.qmp` steps (a QEMU machine's only).
+    fn qmp_socket(&self) -> Option<&Path> {
+        None
+    }
 }
 
 impl AgentHost for Vm {
@@ -56,6 +63,9 @@ impl AgentHost for Vm {
     }
     fn kernel_patches(&self) -> &[String] {
         Vm::kernel_patches(self)
+    }
+    fn qmp_socket(&self) -> Option<&Path> {
+        Some(Vm::qmp_socket(self))
     }
 }
 
@@ -98,7 +108,9 @@ impl RunResult {
     }
 }
 
-/// Runs a scenario on a machine's agent, calling `on_step` as each result arrives.
+/// Runs a scenario on a machine's agent, calling `on_step` as each result
+/// arrives.  Its host steps run here: `host.qmp` on the machine's QMP
+/// monitor ([`host_step`]).
 pub fn run_on(
     host: &mut dyn AgentHost,
     file: &ScenarioFile,
@@ -106,16 +118,21 @@ pub fn run_on(
 ) -> RunResult {
     let mut results = Vec::new();
     let kernel_release = host.agent().ok().map(|a| a.hello().kernel.clone());
+    let qmp = host.qmp_socket().map(Path::to_path_buf);
     let outcome = (|| {
         let agent = host.agent()?;
         if let Err(e) = agent.dmesg() {
             return Err(host.explain(e)); // the kernel log delta starts here
         }
         let agent = host.agent()?;
-        let run = agent.run(&file.scenario, |r| {
-            on_step(r);
-            results.push(r.clone());
-        });
+        let run = agent.run_hosted(
+            &file.scenario,
+            |s| host_step(s, qmp.as_deref()),
+            |r| {
+                on_step(r);
+                results.push(r.clone());
+            },
+        );
         run.map_err(|e| host.explain(e))
     })();
     let dmesg = match (&outcome, host.agent()) {
@@ -132,5 +149,35 @@ pub fn run_on(
         dmesg,
         kernel_release,
         kernel,
+    }
+}
+
+/// Performs a host step whose request (the agent's result for it) is
+/// `step.actual`: `host.qmp` runs `{"execute", "arguments"}` on `qmp`, the
+/// machine's monitor, and yields QMP's `return`.
+pub fn host_step(step: &StepResult, qmp: Option<&Path>) -> Result<serde_json::Value, String> {
+    let iobench_proto::Actual::Value(request) = &step.actual else {
+        return Err(format!("{}: no request from the agent", step.op));
+    };
+    match step.op.as_str() {
+        "host.qmp" => {
+            let socket =
+                qmp.ok_or("host.qmp: this host has no QMP monitor (QEMU machines only)")?;
+            let (Some(command), Some(arguments)) = (
+                request.get("execute").and_then(|c| c.as_str()),
+                request.get("arguments"),
+            ) else {
+                return Err(format!("host.qmp: malformed request {request}"));
+            };
+            crate::qmp::execute(socket, command, arguments.clone()).map_err(|e| {
+                let e = e.to_string();
+                if e.starts_with("QMP ") {
+                    e
+                } else {
+                    format!("QMP {command}: {e}")
+                }
+            })
+        }
+        other => Err(format!("{other}: no such host step")),
     }
 }

@@ -72,6 +72,12 @@ pub struct IommufdParams {
     pub mock_available: bool,
     /// The edu device's domain, on a machine with a vIOMMU.
     pub device: Option<DomainParams>,
+    /// Re-attaching the attached device (a replace) offers it the IOAS's
+    /// domains in order, a mock domain too, and the mock driver's
+    /// attach_dev on the PCI device spins for ever (found by `cargo xtask
+    /// fuzz` on 7.2, [`Rule::ReplaceForeignDomainHang`]).  What 6.12 does
+    /// there (its mock attach_dev does not spin) is not measured.
+    pub replace_tries_foreign_domains: bool,
 }
 
 impl IommufdParams {
@@ -83,6 +89,7 @@ impl IommufdParams {
             mock: DomainParams::mock(2048),
             mock_available: true,
             device: None,
+            replace_tries_foreign_domains: true,
         }
     }
 
@@ -100,6 +107,7 @@ impl IommufdParams {
     pub fn q35_mock_6_12() -> IommufdParams {
         IommufdParams {
             thp_size: None,
+            replace_tries_foreign_domains: false,
             ..IommufdParams::q35_mock_7_2()
         }
     }
@@ -123,6 +131,7 @@ impl IommufdParams {
             mock: DomainParams::mock(2048),
             mock_available: fix_0005,
             device: None,
+            replace_tries_foreign_domains: false,
         }
     }
 
@@ -194,6 +203,18 @@ struct Mock {
 struct Access {
     ioas: usize,
     pin: bool,
+}
+
+/// What an attach's `pt_id` names.
+enum Pt {
+    /// No object: ENOENT.
+    Gone,
+    /// An IOAS, by index: an automatic domain.
+    Ioas(usize),
+    /// A paging domain, by index.
+    Hwpt(usize),
+    /// Anything else: EINVAL.
+    Other,
 }
 
 /// What an object id names (`ictx->objects`).
@@ -278,6 +299,21 @@ impl Iommufd {
         Ok(match self.objects.get(&num) {
             Some(Obj::Ioas(i)) => Ok(*i),
             _ => Err(Outcome::errno(Errno::ENOENT, Rule::IoasGone)),
+        })
+    }
+
+    /// What a `pt_id` (the number `$ioasN` holds) names for an attach
+    /// (device.c iommufd_device_change_pt:940-968: any object type).
+    fn pt(&self, id: IoasId) -> Result<Pt, ModelError> {
+        let num = *self
+            .ioas_ids
+            .get(id.0)
+            .ok_or(ModelError::UnknownIoas(id.0))?;
+        Ok(match self.objects.get(&num) {
+            None => Pt::Gone,
+            Some(Obj::Ioas(i)) => Pt::Ioas(*i),
+            Some(Obj::Hwpt(h)) => Pt::Hwpt(*h),
+            Some(_) => Pt::Other,
         })
     }
 
@@ -383,6 +419,14 @@ impl Iommufd {
                 write,
             } => {
                 let (ua, len) = mem.resolve(range)?;
+                // ioas.c iommufd_ioas_map:257-262 check the arguments
+                // before iommufd_get_ioas:264.
+                if *iova == Some(u64::MAX) || len == u64::MAX {
+                    return Ok(Outcome::errno(Errno::EOVERFLOW, Rule::IoasOverflow));
+                }
+                if !*read && !*write {
+                    return Ok(Outcome::errno(Errno::EINVAL, Rule::IoasNoDirection));
+                }
                 let i = ioas!(*ioas);
                 self.map(i, ua, len, *iova, *read, *write)
             }
@@ -398,11 +442,7 @@ impl Iommufd {
                 dst_iova,
                 read,
                 write,
-            } => {
-                let s = ioas!(*src);
-                let d = ioas!(*dst);
-                self.copy(s, d, *src_iova, *length, *dst_iova, *read, *write)
-            }
+            } => self.copy(*src, *dst, *src_iova, *length, *dst_iova, *read, *write)?,
             Op::IoasAllowIovas { ioas, ranges } => {
                 let i = ioas!(*ioas);
                 self.allow(i, ranges)
@@ -428,12 +468,20 @@ impl Iommufd {
                 start,
                 length,
             } => {
+                // selftest.c iommufd_test_add_reserved:1171-1174 check the
+                // range before iommufd_get_ioas:1176.
+                if *length == 0 {
+                    return Ok(Outcome::errno(Errno::EINVAL, Rule::IoasZeroLength));
+                }
+                if start.checked_add(*length - 1).is_none() {
+                    return Ok(Outcome::errno(Errno::EOVERFLOW, Rule::IoasOverflow));
+                }
                 let i = ioas!(*ioas);
                 self.add_reserved(i, *start, *length)
             }
             Op::MockDomain { ioas } => {
-                let i = ioas!(*ioas);
-                // Bugs 0004/0005 (docs/found-bugs.md): the mock device has no IOMMU.
+                // Bugs 0004/0005 (docs/found-bugs.md): the mock device has no
+                // IOMMU, and binding it fails before its pt_id is looked at.
                 if !self.p.mock_available {
                     return Ok(Outcome::errno(Errno::EINVAL, Rule::MockDomainUnavailable));
                 }
@@ -441,6 +489,25 @@ impl Iommufd {
                 // selftest object, then the device bound, then attached
                 // (its domain's id last); a failure gives all back.
                 let m = self.mocks.len();
+                let i = match self.pt(*ioas)? {
+                    Pt::Ioas(i) => i,
+                    Pt::Hwpt(h) if self.hwpts[h].kind == Kind::Mock => {
+                        // device.c iommufd_device_change_pt:944-953: onto that domain.
+                        let stdev = self.new_id(Obj::Stdev(m));
+                        let idev = self.new_id(Obj::Idev);
+                        self.hwpts[h].users += 1;
+                        self.mocks.push(Mock {
+                            hwpt: h,
+                            stdev,
+                            idev,
+                        });
+                        return Ok(Outcome::value(Value::Object, Rule::AttachSharedDomain));
+                    }
+                    Pt::Hwpt(_) | Pt::Other => {
+                        return Ok(Outcome::errno(Errno::EINVAL, Rule::AttachNotAPageTable));
+                    }
+                    Pt::Gone => return Ok(Outcome::errno(Errno::ENOENT, Rule::IoasGone)),
+                };
                 let stdev = self.new_id(Obj::Stdev(m));
                 let idev = self.new_id(Obj::Idev);
                 match self.attach(i, Kind::Mock) {
@@ -516,9 +583,34 @@ impl Iommufd {
                 self.access_rw(mem, a.ioas, *iova, len, *write)
             }
             Op::DeviceAttach { ioas } => {
-                let i = ioas!(*ioas);
                 if self.p.device.is_none() {
                     return Err(ModelError::NoDevice("iommufd"));
+                }
+                let i = match self.pt(*ioas)? {
+                    Pt::Ioas(i) => i,
+                    // The device's own domain: already attached there.
+                    Pt::Hwpt(h) if self.device.is_some_and(|(_, d)| d == h) => {
+                        return Ok(Outcome::value(Value::Object, Rule::AttachSharedDomain));
+                    }
+                    Pt::Hwpt(_) | Pt::Other => {
+                        return Ok(Outcome::errno(Errno::EINVAL, Rule::AttachNotAPageTable));
+                    }
+                    Pt::Gone => return Ok(Outcome::errno(Errno::ENOENT, Rule::IoasGone)),
+                };
+                // device.c iommufd_device_auto_get_domain:877-901 tries the
+                // IOAS's domains in the order they were made; a replace
+                // (the device is attached) reaches iommu_replace_group_handle
+                // (iommu.c:3976-4005), which lacks __iommu_attach_group's
+                // domain_iommu_ops_compatible check (:2365-2367).
+                if self.p.replace_tries_foreign_domains && self.device.is_some() {
+                    let first = self
+                        .hwpts
+                        .iter()
+                        .find(|h| h.ioas == i && h.users > 0)
+                        .map(|h| h.kind);
+                    if first == Some(Kind::Mock) {
+                        return Ok(Outcome::crash(Rule::ReplaceForeignDomainHang));
+                    }
                 }
                 if let Some((j, _)) = self.device
                     && j == i
@@ -907,36 +999,47 @@ impl Iommufd {
     #[allow(clippy::too_many_arguments)]
     fn copy(
         &mut self,
-        s: usize,
-        d: usize,
+        src: IoasId,
+        dst: IoasId,
         src_iova: u64,
         length: u64,
         dst_iova: Option<u64>,
         read: bool,
         write: bool,
-    ) -> Outcome {
+    ) -> Result<Outcome, ModelError> {
         // ioas.c iommufd_ioas_copy:300-306
         if length == u64::MAX || src_iova == u64::MAX || dst_iova == Some(u64::MAX) {
-            return Outcome::errno(Errno::EOVERFLOW, Rule::IoasOverflow);
+            return Ok(Outcome::errno(Errno::EOVERFLOW, Rule::IoasOverflow));
         }
         if !read && !write {
-            return Outcome::errno(Errno::EINVAL, Rule::IoasNoDirection);
+            return Ok(Outcome::errno(Errno::EINVAL, Rule::IoasNoDirection));
         }
+        // :308-310 the source IOAS, its pages (:312-315), then the destination (:317-321)
+        let s = match self.ioas_index(src)? {
+            Ok(s) => s,
+            Err(o) => return Ok(o),
+        };
         // io_pagetable.c iopt_get_pages:708-711
         if length == 0 {
-            return Outcome::errno(Errno::EINVAL, Rule::IoasZeroLength);
+            return Ok(Outcome::errno(Errno::EINVAL, Rule::IoasZeroLength));
         }
         let Some(last) = src_iova.checked_add(length - 1) else {
-            return Outcome::errno(Errno::EOVERFLOW, Rule::IoasOverflow);
+            return Ok(Outcome::errno(Errno::EOVERFLOW, Rule::IoasOverflow));
         };
         // :714-731
         let Some(pieces) = self.contig(s, src_iova, last) else {
-            return Outcome::errno(Errno::ENOENT, Rule::IoasCopySourceHole);
+            return Ok(Outcome::errno(Errno::ENOENT, Rule::IoasCopySourceHole));
         };
-        match self.place(d, &pieces, length, dst_iova, read, write) {
-            Ok((v, _)) => Outcome::value(Value::U64(v), Rule::IoasCopy),
-            Err(o) => o,
-        }
+        let d = match self.ioas_index(dst)? {
+            Ok(d) => d,
+            Err(o) => return Ok(o),
+        };
+        Ok(
+            match self.place(d, &pieces, length, dst_iova, read, write) {
+                Ok((v, _)) => Outcome::value(Value::U64(v), Rule::IoasCopy),
+                Err(o) => o,
+            },
+        )
     }
 
     fn unmap(&mut self, i: usize, iova: u64, length: u64) -> Outcome {

@@ -399,6 +399,20 @@ rules! {
     /// domain or an access, a domain with a device, a bound device, an access.
     DestroyReusedIdBusy = Iommufd, "destroy-reused-id-busy",
         "main.c iommufd_object_remove:272-275 (refcount_dec_if_one of users)";
+    /// Kernel bug (found by `cargo xtask fuzz`, Linux 7.2.13): re-attaching
+    /// the attached device (VFIO cdev attach is then a replace) to an IOAS
+    /// whose first domain is the selftest's mock domain offers it that
+    /// domain; iommu_replace_group_handle does not check that the domain is
+    /// the device's IOMMU driver's, so mock_domain_nop_attach runs on the
+    /// PCI device, takes it for a mock device and spins on a "rwsem" inside
+    /// the pci_dev with interrupts off: the guest hangs.
+    ReplaceForeignDomainHang = Iommufd, "replace-foreign-domain-hang",
+        "device.c iommufd_device_auto_get_domain:877-901, iommufd_device_do_replace:774-842; iommu.c iommu_replace_group_handle:3976-4005, __iommu_attach_group:2365-2367 (the check it lacks); selftest.c mock_domain_nop_attach:214-240";
+    /// An attach's pt_id names an object that is neither an IOAS nor a
+    /// domain the device can take (a device, an access, another driver's
+    /// domain): EINVAL.
+    AttachNotAPageTable = Iommufd, "attach-not-a-page-table",
+        "device.c iommufd_device_change_pt:965-967";
     /// An IOAS id that names no IOAS any more (destroyed through a reused
     /// id, or taken by another object): ENOENT.
     IoasGone = Iommufd, "ioas-gone", "main.c iommufd_get_object:166-181 via iommufd_private.h iommufd_get_ioas:333-338";

@@ -268,8 +268,10 @@ impl Container {
         c.mm = self
             .mm
             .iter()
-            .cloned()
-            .map(|r| MmRegion { stale: true, ..r })
+            .map(|r| MmRegion {
+                stale: true,
+                ..r.clone()
+            })
             .collect();
         c.next_region = self.next_region;
         c.crashed = self.crashed;

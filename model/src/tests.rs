@@ -1212,6 +1212,37 @@ fn cases() -> Vec<Case> {
         ops,
         err(Errno::EBUSY),
     ));
+    // ioas1 takes mock0's old id 2, is destroyed through it, and mock1's
+    // selftest object takes 2: "ioas1" as a pt_id names that.
+    cases.push(case(
+        Rule::AttachNotAPageTable,
+        fd(),
+        vec![
+            Op::MockDomain { ioas: IO },
+            Op::MockDestroy { mock: MockId(0) },
+            Op::IoasAlloc,
+            Op::MockDestroy { mock: MockId(0) },
+            Op::MockDomain { ioas: IO },
+            Op::MockDomain { ioas: IoasId(1) },
+        ],
+        err(Errno::EINVAL),
+    ));
+    // The fuzzer's hang on q35, 7.2: the device re-attached where a mock
+    // domain came first.
+    cases.push(case(
+        Rule::ReplaceForeignDomainHang,
+        {
+            let mut w = with_buffers(World::iommufd(IommufdParams::q35_7_2()));
+            w.apply(&Op::IoasAlloc).unwrap();
+            w
+        },
+        vec![
+            Op::MockDomain { ioas: IO },
+            Op::DeviceAttach { ioas: IO },
+            Op::DeviceAttach { ioas: IO },
+        ],
+        Reply::Crash,
+    ));
     // Remaining ones that need a little more setup.
     cases.push(case(
         Rule::AttachReservedInUse,
@@ -1454,7 +1485,10 @@ fn a_destroyed_mocks_id_goes_to_the_next_object() {
 #[test]
 fn release_frees_what_the_container_held() {
     let mut w = k72();
-    run(&mut w, &[reg(B0), reg(B1), map(0x10000, B0), create(16, 16 << 20)]);
+    run(
+        &mut w,
+        &[reg(B0), reg(B1), map(0x10000, B0), create(16, 16 << 20)],
+    );
     let o = w.release();
     assert_eq!((o.rule, o.kernel_warning), (Rule::Release, None));
     assert!(w.pristine());
@@ -1475,7 +1509,10 @@ fn release_frees_what_the_container_held() {
 #[test]
 fn release_warns_for_tces_past_a_table() {
     let mut w = k(65536, Fixes::linux_7_2_13());
-    let o = run(&mut w, &[reg(B0), remove(0), create(12, 16 << 20), map(0xfff000, B0)]);
+    let o = run(
+        &mut w,
+        &[reg(B0), remove(0), create(12, 16 << 20), map(0xfff000, B0)],
+    );
     assert_eq!(o.rule, Rule::MapPastEndBeyondTable);
     let o = w.release();
     assert_eq!(o.rule, Rule::ReleaseBusyRegion);
@@ -1520,12 +1557,14 @@ fn a_kept_region_goes_stale_in_the_next_container() {
 #[test]
 fn written_out_prelude_and_teardown_name_every_object() {
     let mut w = k72();
-    let names = |steps: Vec<crate::op::Step>| -> Vec<String> {
-        steps.iter().map(|s| s.inline()).collect()
-    };
+    let names =
+        |steps: Vec<crate::op::Step>| -> Vec<String> { steps.iter().map(|s| s.inline()).collect() };
     let pre = names(w.prelude_steps());
     assert_eq!(pre[0], "pci.bind_vfio device=1234:11e8");
-    assert!(pre.iter().any(|s| s == "vfio.set_iommu container=$c type=spapr-v2"));
+    assert!(
+        pre.iter()
+            .any(|s| s == "vfio.set_iommu container=$c type=spapr-v2")
+    );
     let down = names(w.teardown_steps());
     assert_eq!(
         down,
@@ -1544,10 +1583,16 @@ fn written_out_prelude_and_teardown_name_every_object() {
     })
     .unwrap();
     assert_eq!(names(f.prelude_steps()), ["iommufd.open"]);
-    assert_eq!(names(f.teardown_steps())[..2], ["close handle=$acc0", "close handle=$fd"]);
+    assert_eq!(
+        names(f.teardown_steps())[..2],
+        ["close handle=$acc0", "close handle=$fd"]
+    );
     let q = World::iommufd(IommufdParams::q35_7_2());
     assert_eq!(names(q.prelude_steps()).len(), 4);
-    assert_eq!(names(q.teardown_steps()), ["close handle=$dev", "close handle=$fd"]);
+    assert_eq!(
+        names(q.teardown_steps()),
+        ["close handle=$dev", "close handle=$fd"]
+    );
     let _ = w.release();
 }
 

@@ -61,6 +61,16 @@ pub enum HostMsg {
     },
     /// Asks for kernel log lines newer than the last `Dmesg` of this session.
     Dmesg,
+    /// Turns kernel coverage (KCOV) of the session's later runs on or off:
+    /// while on, each run ends with [`AgentMsg::Coverage`] before
+    /// [`AgentMsg::Done`].  The agent answers an empty
+    /// [`AgentMsg::Coverage`], or [`AgentMsg::Error`] on a kernel without
+    /// KCOV.  Only a host that sends this gets the new answer, and an older
+    /// agent answers it with an error, so no version bump.
+    Coverage {
+        /// Coverage on (true) or off.
+        on: bool,
+    },
     /// Asks for the next part of a long message ([`AgentMsg::Part`]).
     More,
     /// Ends the session; with `poweroff`, the agent also shuts the machine down.
@@ -94,6 +104,20 @@ pub enum AgentMsg {
     },
     /// Answer to [`HostMsg::Shutdown`]; the agent closes the stream after it.
     Bye,
+    /// The kernel code a run's thread executed (while [`HostMsg::Coverage`]
+    /// is on, before [`AgentMsg::Done`]), and the answer to
+    /// [`HostMsg::Coverage`] (empty).
+    Coverage {
+        /// Unique KCOV PCs (return addresses of the
+        /// `__sanitizer_cov_trace_pc` calls, KASLR offset taken off), sorted.
+        pcs: Vec<u64>,
+        /// The trace buffer filled up between two drains: PCs were lost.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        lost: bool,
+        /// Why there is no coverage of this run, if there is none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// A piece of a message longer than [`parts::PART`]: its JSON text, in
     /// order; the host answers [`HostMsg::More`] to all but the last.
     Part {

@@ -193,7 +193,7 @@ pub const OPS: &[OpSpec] = &[
     },
     OpSpec {
         name: "edu.dma",
-        summary: "program an edu DMA (to_device: RAM→edu, from_device: edu→RAM) and wait for it",
+        summary: "program an edu DMA (to_device: RAM→edu, from_device: edu→RAM) and wait for it; EIO if its registers read all-ones (a stopped EEH PE)",
         args: &[
             req("device", Handle),
             req("iova", U64),
@@ -240,9 +240,23 @@ pub const OPS: &[OpSpec] = &[
         args: &[req("path", Str)],
     },
     OpSpec {
+        name: "file.wait",
+        summary: "wait up to `timeout_ms` (10000) for a path to exist (or with exists = false, to be gone, e.g. a removed PCI function); ETIMEDOUT if it did not",
+        args: &[
+            req("path", Str),
+            opt("exists", Bool),
+            opt("timeout_ms", U64),
+        ],
+    },
+    OpSpec {
         name: "file.write",
         summary: "write text to a (sysfs, debugfs) file",
         args: &[req("path", Str), req("data", Str)],
+    },
+    OpSpec {
+        name: "host.qmp",
+        summary: "a host step: the harness runs QMP command `execute` (with `arguments`) on the machine's monitor between the agent's steps, the agent waiting for it; yields QMP's return value",
+        args: &[req("execute", Str), opt("arguments", Any)],
     },
     OpSpec {
         name: "hw_queue.alloc",
@@ -416,8 +430,8 @@ pub const OPS: &[OpSpec] = &[
     },
     OpSpec {
         name: "kernel.log_contains",
-        summary: "ok if a kernel log line since the scenario began contains `text`",
-        args: &[req("text", Str)],
+        summary: "ok (yielding the line) if a kernel log line since the scenario began contains `text`, waiting up to `timeout_ms` (0) for it",
+        args: &[req("text", Str), opt("timeout_ms", U64)],
     },
     OpSpec {
         name: "kernel.meminfo",
@@ -588,6 +602,27 @@ pub const OPS: &[OpSpec] = &[
         args: &[req("device", Device), opt("index", U64)],
     },
     OpSpec {
+        name: "pci.config_read",
+        summary: "read `width` (1|2|4, default 4) bytes of a function's configuration space at `offset` through sysfs (the kernel's config accessors, not VFIO's virtualized view); yields the little-endian number",
+        args: &[
+            req("device", Device),
+            req("offset", U64),
+            opt("width", U64),
+            opt("index", U64),
+        ],
+    },
+    OpSpec {
+        name: "pci.config_write",
+        summary: "write `value` as `width` (1|2|4, default 4) little-endian bytes at `offset` of a function's configuration space through sysfs",
+        args: &[
+            req("device", Device),
+            req("offset", U64),
+            req("value", U64),
+            opt("width", U64),
+            opt("index", U64),
+        ],
+    },
+    OpSpec {
         name: "selftest.run",
         summary: "run an upstream selftest program of the initramfs (`/selftests/<program>`) with `args` and a device's address last, killed after `timeout` s; yields {exit, signal, timed_out, seconds, output, truncated, orphaned}",
         args: &[
@@ -738,6 +773,28 @@ pub const OPS: &[OpSpec] = &[
         args: &[req("group", Handle)],
     },
     OpSpec {
+        name: "vfio.irq_count",
+        summary: "read an interrupt eventfd of vfio.irq_eventfd, waiting up to `wait_ms` (0) for it to fire; yields how many interrupts arrived since the last read (0 if none)",
+        args: &[req("eventfd", Handle), opt("wait_ms", U64)],
+    },
+    OpSpec {
+        name: "vfio.irq_disable",
+        summary: "VFIO_DEVICE_SET_IRQS with count 0 (DATA_NONE, ACTION_TRIGGER): disable IRQ index `index` (msi) and drop its eventfds",
+        args: &[
+            req("device", Handle),
+            opt("index", Choice(&["intx", "msi", "msix"])),
+        ],
+    },
+    OpSpec {
+        name: "vfio.irq_eventfd",
+        summary: "VFIO_DEVICE_SET_IRQS: trigger a new eventfd on vector `vector` (0) of IRQ index `index` (msi), enabling it; yields the eventfd's handle",
+        args: &[
+            req("device", Handle),
+            opt("index", Choice(&["intx", "msi", "msix"])),
+            opt("vector", U64),
+        ],
+    },
+    OpSpec {
         name: "vfio.map_dma",
         summary: "VFIO_IOMMU_MAP_DMA of a buffer range at iova; yields the ioctl's return value",
         args: &[
@@ -849,4 +906,14 @@ pub const FEATURES: &[(&str, &str)] = &[
 /// Looks an operation up by name.
 pub fn op(name: &str) -> Option<&'static OpSpec> {
     OPS.iter().find(|o| o.name == name)
+}
+
+/// Whether a step of `op` is a host step (`host.*`): the agent resolves
+/// its arguments and yields them, sends the step's result and waits; the
+/// host acts on them, replaces the result with its own, and lets the agent
+/// go on with [`crate::HostMsg::More`] (the go-ahead a long message's
+/// parts also wait for).  A host step that failed in the agent (an unbound
+/// `$reference`) is neither acted on nor waited for.
+pub fn is_host_step(op: &str) -> bool {
+    op.starts_with("host.")
 }

@@ -399,7 +399,11 @@ fn long_messages_go_in_parts_and_come_back_whole() {
     for (i, p) in parts.iter().enumerate() {
         // Each part is a message of its own, short enough to go whole.
         let encoded = encode(p);
-        assert!(encoded.len() <= 2 * PART, "part {i} is {} bytes", encoded.len());
+        assert!(
+            encoded.len() <= 2 * PART,
+            "part {i} is {} bytes",
+            encoded.len()
+        );
         let AgentMsg::Part { data, last } = decode::<AgentMsg>(&encoded).unwrap() else {
             panic!("part {i} is not a part");
         };
@@ -408,4 +412,32 @@ fn long_messages_go_in_parts_and_come_back_whole() {
         assert_eq!(whole.is_some(), last);
     }
     assert_eq!(whole.unwrap().unwrap(), msg);
+}
+
+#[test]
+fn coverage_round_trips_and_keeps_full_kernel_addresses() {
+    let on = encode(&HostMsg::Coverage { on: true });
+    assert_eq!(
+        decode::<HostMsg>(&on).unwrap(),
+        HostMsg::Coverage { on: true }
+    );
+    // ppc64le kernel addresses are above i64::MAX.
+    let msg = AgentMsg::Coverage {
+        pcs: vec![0xc000_0000_0012_3458, 0xffff_ffff_8100_1009],
+        lost: false,
+        error: None,
+    };
+    let line = encode(&msg);
+    assert!(!String::from_utf8_lossy(&line).contains("lost"));
+    assert_eq!(decode::<AgentMsg>(&line).unwrap(), msg);
+    // An old-style message without the optional fields still decodes.
+    let bare = decode::<AgentMsg>(b"{\"type\":\"coverage\",\"pcs\":[1]}\n").unwrap();
+    assert_eq!(
+        bare,
+        AgentMsg::Coverage {
+            pcs: vec![1],
+            lost: false,
+            error: None
+        }
+    );
 }

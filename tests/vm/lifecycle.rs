@@ -26,7 +26,7 @@ fn private_dir_of(spec: &VmSpec) -> Option<String> {
 pub fn boot_and_inventory(m: &Manifest, guest: &Guest, trial: &str) -> Result<(), Failed> {
     let s = spec_on(m, guest, trial, GuestMode::Agent, "")?;
     let expected_arch = s.machine.arch;
-    let edus = s.machine.devices.len();
+    let (edus, pes) = (s.machine.devices.len(), s.machine.pe_count());
     let mut vm = Vm::boot(s).or_fail()?;
     let private = vm.private_dir().display().to_string();
     let (qemu_pid, backend_pid) = (vm.qemu_pid(), vm.backend_pid());
@@ -62,17 +62,23 @@ pub fn boot_and_inventory(m: &Manifest, guest: &Guest, trial: &str) -> Result<()
         let g = d
             .iommu_group
             .ok_or_else(|| format!("{} has no IOMMU group", d.bdf))?;
-        if !groups.insert(g) {
-            return Err(format!("edu devices share IOMMU group {g}: {edu:?}").into());
-        }
-        // Nothing else may share the group (one PE / one group per device).
-        if let Some(other) = inv
-            .devices
-            .iter()
-            .find(|o| o.bdf != d.bdf && o.iommu_group == Some(g))
-        {
+        groups.insert(g);
+        // Nothing else may share the group (one PE / one group per device,
+        // or per PHB with its bridge).
+        if let Some(other) = inv.devices.iter().find(|o| {
+            o.bdf != d.bdf
+                && o.iommu_group == Some(g)
+                && (o.vendor, o.device) != (0x1234, 0x11e8)
+                && o.class >> 8 != 0x0604
+        }) {
             return Err(format!("{} shares group {g} with {}", d.bdf, other.bdf).into());
         }
+    }
+    // One group per PE: per edu, or per PHB with its bridged edus.
+    if groups.len() != pes {
+        return Err(
+            format!("expected {pes} IOMMU groups for the edus, got {groups:?}: {edu:?}").into(),
+        );
     }
     if !inv.features.iter().any(|f| f == "vfio-container") {
         return Err(format!("no /dev/vfio/vfio: features {:?}", inv.features).into());

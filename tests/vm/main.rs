@@ -6,6 +6,7 @@
 //! trial checks, besides its own subject, that no QEMU or helper process
 //! of its VM is left behind.
 
+mod fuzz;
 mod kselftest;
 mod lifecycle;
 mod lifetime;
@@ -94,6 +95,8 @@ const TRIALS: &[(&str, &str, Check)] = &[
         "pseries-eeh",
         host_qmp_freeze,
     ),
+    ("pseries::fuzz::short_run", "pseries", fuzz::short_run),
+    ("q35-mock::fuzz::short_run", "q35-mock", fuzz::short_run),
     (
         "harness::lifetime::sigkill_during_build",
         "pseries",

@@ -5,7 +5,9 @@
 //! pipe nobody watches, init powering off at once; spawn → exit), against the
 //! **harness** boot (spawn → agent connected and greeted).  Also the no-op
 //! image build, unless `--no-suite` the warm VM suite, and in-guest op rates
-//! (the `bench.*` scenarios under `scenarios/_bench/`).  Medians of `--runs`
+//! (the `bench.*` scenarios under `scenarios/_bench/`), and the fuzzer's
+//! checked ops per second on pseries and q35-mock (`cargo xtask fuzz`
+//! without probes).  Medians of `--runs`
 //! boots; a table on stdout and `target/iobench/bench.json`.  With
 //! `--debug`, the cost of the debug kernels: each machine's boot to
 //! agent-ready on its debug kernel against the normal one (interleaved), and
@@ -30,8 +32,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
 /// The options of a machine on kernel version `linux` (`--linux`, else
 /// the default one).
 fn opts(linux: Option<LinuxFlag>) -> MachineOpts {
-    let mut source = KernelSource::default();
-    source.linux = linux;
+    let source = KernelSource {
+        linux,
+        ..KernelSource::default()
+    };
     MachineOpts {
         accel: AccelFlag::Auto,
         memory: None,
@@ -163,6 +167,9 @@ const OP_RATES: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Sequences of the fuzz throughput rows.
+const FUZZ_SEQUENCES: u64 = 300;
+
 /// Boots `machine`, runs the bench scenario and returns its `bench.*` step's rate.
 fn op_rate(machine: &str, file: &str, linux: Option<LinuxFlag>) -> Result<f64> {
     let path = repo_root()
@@ -282,6 +289,19 @@ pub fn run(b: &BenchArgs) -> Result<()> {
             "{label:<44} {per_second:>10.1} /s  ({machine}, scenarios/_bench/{file}.toml)"
         ));
         json.insert(format!("rate_{file}_per_s"), per_second.into());
+    }
+    // The fuzzer's checked ops (each an agent op whose result is compared
+    // with the model's prediction; no DMA probes) per second of batch time.
+    for machine in ["pseries", "q35-mock"] {
+        let s = crate::fuzz::throughput(machine, &opts(linux), FUZZ_SEQUENCES)?;
+        rows.push(format!(
+            "{:<44} {:>10.1} /s  ({machine}, {} ops in {:.1} s, cargo xtask fuzz)",
+            "fuzz: checked ops",
+            s.rate(),
+            s.checked,
+            s.seconds
+        ));
+        json.insert(format!("fuzz_{machine}_checked_ops_per_s"), s.rate().into());
     }
     println!("iobench bench ({runs} runs, medians)");
     for r in &rows {

@@ -47,9 +47,61 @@ pub enum Cmd {
     /// Find the first commit of a kernel git tree where trials fail
     /// (builds each revision in a private clone; the tree is only read).
     Bisect(BisectArgs),
+    /// Fuzz a machine's IOMMU interface against iobench's model: random
+    /// op sequences run in the guest in batches, every result compared
+    /// with the model's prediction, differences minimized into scenario
+    /// files under target/iobench/fuzz/<machine>/.
+    Fuzz(FuzzArgs),
+    /// Kernel line coverage (KCOV) of the machine's hand-written scenarios
+    /// for the sPAPR TCE, iommufd and EEH files: a summary, and HTML pages
+    /// under target/iobench/coverage/<machine>/ (builds the `--kcov` kernel).
+    Coverage(CoverageArgs),
     /// Merge the JSON reports of a sharded suite run (`test --json`, one
     /// per shard) into one JUnit (and JSON) report; summary per kernel version.
     Report(ReportArgs),
+}
+
+/// `fuzz` options.
+#[derive(Debug, Args)]
+pub struct FuzzArgs {
+    /// Machine definition: pseries, pseries-64k (sPAPR), q35-mock or q35 (iommufd).
+    #[arg(long)]
+    pub machine: String,
+    /// The run's seed: sequence N of a seed is the same on every run.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Stop after this long: `90s`, `10m`, `1h` (default 1m, unless --sequences).
+    #[arg(long, value_parser = parse_duration, conflicts_with = "sequences")]
+    pub time: Option<std::time::Duration>,
+    /// Stop after this many sequences.
+    #[arg(long)]
+    pub sequences: Option<u64>,
+    /// Probes per sequence (edu DMA on pseries and q35, mock accesses on
+    /// q35-mock); each edu probe takes about 0.2 s of the guest's time.
+    #[arg(long, default_value_t = 1)]
+    pub probes: usize,
+    /// Machine options (accelerator, kernel: --linux, --patch, --fixes, --kernel).
+    #[command(flatten)]
+    pub opts: MachineOpts,
+}
+
+/// `90s`, `10m`, `1h`, or plain seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let (num, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c),
+        _ => (t, 's'),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 10m or 1h"))?;
+    let secs = match unit {
+        's' => n,
+        'm' => n * 60,
+        'h' => n * 3600,
+        _ => return Err(format!("{s:?}: the unit is s, m or h")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// `report` options.
@@ -301,6 +353,11 @@ pub struct KernelSource {
     /// after each scenario.
     #[arg(long, conflicts_with = "prebuilt")]
     pub debug: bool,
+    /// The coverage kernels: KCOV on every object and DWARF line tables
+    /// (images/kernel/kcov.config), for `cargo xtask coverage`.  Linux 7.2
+    /// only.
+    #[arg(long, conflicts_with = "prebuilt")]
+    pub kcov: bool,
     /// Kernel version: Debian's linux-source-6.12 or sid's
     /// linux-source-7.2 (`test` runs both unless one is given; with `--src`
     /// the tree's Makefile decides).
@@ -417,6 +474,27 @@ pub struct MachineOpts {
     /// Kernel source.
     #[command(flatten)]
     pub source: KernelSource,
+}
+
+/// `coverage` options.
+#[derive(Debug, Args)]
+pub struct CoverageArgs {
+    /// Machine definition names (see qemu-configs/), comma-separated or
+    /// repeated; machines of one kernel flavour add up in one report
+    /// (`target/iobench/coverage/q35+q35-mock/`).
+    #[arg(long, default_value = "pseries", value_delimiter = ',')]
+    pub machine: Vec<String>,
+    /// Only the scenarios whose name contains this.
+    #[arg(long, value_name = "FILTER")]
+    pub scenarios: Option<String>,
+    /// Also fuzz for this many seconds with coverage on (needs the
+    /// fuzzer's hook; see `coverage::Collector`).
+    #[arg(long, value_name = "T")]
+    pub fuzz_seconds: Option<u64>,
+    /// Machine options (`--linux` defaults to 7.2, the only version with
+    /// a `--kcov` kernel; `--kcov` is implied).
+    #[command(flatten)]
+    pub opts: MachineOpts,
 }
 
 /// `run` options.

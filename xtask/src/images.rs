@@ -77,15 +77,24 @@ pub fn kernel(
             patches: Vec::new(),
         });
     }
+    if src.kcov && linux != Linux::V7_2 {
+        anyhow::bail!(
+            "--kcov builds Linux 7.2 only (images/kernel/kcov.config is checked \
+             against 7.2's Kconfig); add --linux 7.2"
+        );
+    }
     let patches = patches(src, linux)?;
     let built = kernel::build(
-        &Flavour::with_debug(flavour, linux, src.debug),
+        &Flavour::variant(flavour, linux, src.debug, src.kcov),
         &source(src),
         &patches,
     )?;
     let mut origin = if built.cached { "cached" } else { "built" }.to_string();
     if src.debug {
         origin.push_str(", debug");
+    }
+    if src.kcov {
+        origin.push_str(", kcov");
     }
     if !patches.is_empty() {
         let names: Vec<&str> = patches.iter().map(|p| p.name.as_str()).collect();

@@ -42,6 +42,8 @@ pub struct Flavour {
     pub fragments: Vec<PathBuf>,
     /// The debug variant (`--debug`): the debug fragments come last.
     pub debug: bool,
+    /// The coverage variant (`--kcov`): `kcov.config` comes last of all.
+    pub kcov: bool,
     /// The kernel version: `linux-<version>.config` follows the flavour's
     /// own fragment where the version has one.
     pub linux: Linux,
@@ -103,6 +105,7 @@ impl Flavour {
             arch: kind.arch(),
             fragments,
             debug: false,
+            kcov: false,
             linux,
         }
     }
@@ -123,12 +126,29 @@ impl Flavour {
         f
     }
 
+    /// `kind` on `linux` with the debug fragments if `debug` and then, if
+    /// `kcov`, `kcov.config` (KCOV and DWARF line tables, for `cargo xtask
+    /// coverage`).
+    pub fn variant(kind: KernelFlavour, linux: Linux, debug: bool, kcov: bool) -> Flavour {
+        let mut f = Flavour::with_debug(kind, linux, debug);
+        if kcov {
+            f.fragments
+                .push(repo_root().join("images/kernel/kcov.config"));
+            f.kcov = true;
+        }
+        f
+    }
+
     /// Its name in cache paths and messages: `x86_64`, `x86_64-debug`,
-    /// `x86_64-7.2` (the version when it is not the default one).
+    /// `x86_64-kcov`, `x86_64-7.2` (the version when it is not the default
+    /// one).
     pub fn name(&self) -> String {
         let mut n = self.kind.to_string();
         if self.debug {
             n.push_str("-debug");
+        }
+        if self.kcov {
+            n.push_str("-kcov");
         }
         if self.linux != Linux::DEFAULT {
             n.push('-');
@@ -639,6 +659,30 @@ mod tests {
             "{e}"
         );
         assert_eq!(tree_release(d.path()).unwrap(), "5.15.0");
+    }
+
+    #[test]
+    fn kcov_variants_add_kcov_last_with_their_own_name() {
+        for f in KernelFlavour::ALL {
+            let fl = Flavour::variant(f, Linux::V7_2, false, true);
+            assert_eq!(fl.name(), format!("{f}-kcov-7.2"));
+            assert!(fl.fragments.last().unwrap().ends_with("kcov.config"));
+            let w = fl.wants().unwrap();
+            for n in [
+                "CONFIG_KCOV",
+                "CONFIG_DEBUG_FS",
+                "CONFIG_DEBUG_INFO_REDUCED",
+            ] {
+                assert!(
+                    w.iter()
+                        .any(|w| w.name == n && w.value.as_deref() == Some("y")),
+                    "{f}: {n}"
+                );
+            }
+            let both = Flavour::variant(f, Linux::V7_2, true, true);
+            assert_eq!(both.name(), format!("{f}-debug-kcov-7.2"));
+            assert!(!Flavour::variant(f, Linux::V7_2, false, false).kcov);
+        }
     }
 
     #[test]

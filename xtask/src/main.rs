@@ -11,8 +11,10 @@ mod bisect;
 mod bisect_fixture;
 mod cache;
 mod corpus;
+mod coverage;
 mod deps;
 mod flags;
+mod fuzz;
 mod images;
 mod initramfs;
 mod kernel;
@@ -150,6 +152,8 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             runs: b.runs,
             accel: b.accel,
         }),
+        Cmd::Fuzz(f) => fuzz::run(&f),
+        Cmd::Coverage(c) => coverage::run(&c),
         Cmd::Report(r) => merge::run(&r),
     }
 }

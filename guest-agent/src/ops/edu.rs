@@ -6,6 +6,10 @@
 //! Registers (BAR0): 0x80 source, 0x88 destination, 0x90 count, 0x98 command
 //! (bit 0 start/busy, bit 1 edu→RAM).  64-bit registers take 8-byte accesses;
 //! a transfer completes about 100 ms of virtual time after the command.
+//! A register that reads all-ones (the ID before a transfer, the command
+//! while waiting) means the device stopped answering — an EEH PE stopped,
+//! by the transfer's own DMA fault for one — and the transfer fails with
+//! EIO, as a driver's `readl()` returning ~0 would.
 
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
@@ -28,6 +32,8 @@ const EDU_BUFFER: u64 = 0x40000;
 const EDU_BUFFER_LEN: u64 = 4096;
 const EDU_ID_MASK: u64 = 0xffff;
 const EDU_ID: u64 = 0x00ed;
+/// What a register of a stopped EEH PE (or a removed device) reads.
+const ALL_ONES_32: u64 = 0xffff_ffff;
 
 /// `edu.dma`: one transfer, waited for by polling the command register.
 pub fn dma(ctx: &mut Ctx, args: &Args) -> OpResult {
@@ -55,6 +61,9 @@ pub fn transfer(
     timeout: Duration,
 ) -> Result<Duration, OpError> {
     let id = read_reg(fd, 0, REG_ID, 4)?;
+    if id == ALL_ONES_32 {
+        return Err(OpError::Errno(libc::EIO));
+    }
     if id & EDU_ID_MASK != EDU_ID {
         return Err(OpError::Error(format!(
             "not an edu device: ID register reads {id:#010x}"
@@ -87,7 +96,13 @@ pub fn transfer(
         8,
         CMD_START | if to_ram { CMD_TO_RAM } else { 0 },
     )?;
-    while read_reg(fd, 0, REG_CMD, 8)? & CMD_START != 0 {
+    loop {
+        match read_reg(fd, 0, REG_CMD, 8)? {
+            // The PE stopped under the transfer (a DMA fault does that).
+            u64::MAX => return Err(OpError::Errno(libc::EIO)),
+            cmd if cmd & CMD_START == 0 => break,
+            _ => {}
+        }
         if start.elapsed() > timeout {
             return Err(OpError::Error(format!(
                 "edu DMA did not complete within {timeout:?}"

@@ -3,12 +3,15 @@
 //! group, device, sPAPR windows, EEH), [`iommufd`] (IOAS, HWPT, mock
 //! domain, dirty tracking, invalidation, event queues, vIOMMU),
 //! [`edu`] (device DMA), [`bench`] (timed loops), [`selftest`] (upstream
-//! selftest programs), and here the generic ones
+//! selftest programs), [`pci`] (configuration space through sysfs),
+//! [`host`] (host steps), and here the generic ones
 //! (memory, checks, files, the kernel log, debugging aids).
 
 pub mod bench;
 pub mod edu;
+pub mod host;
 pub mod iommufd;
+pub mod pci;
 pub mod selftest;
 pub mod vfio;
 
@@ -43,7 +46,9 @@ pub const TABLE: &[(&str, OpFn)] = &[
     ("fault.read", iommufd::eventq::fault_read),
     ("fault.respond", iommufd::eventq::fault_respond),
     ("file.read", file_read),
+    ("file.wait", file_wait),
     ("file.write", file_write),
+    ("host.qmp", host::qmp),
     ("hw_queue.alloc", iommufd::viommu::hw_queue_alloc),
     ("hwpt.alloc", iommufd::hwpt_alloc),
     ("hwpt.get_dirty_bitmap", iommufd::dirty::get_bitmap),
@@ -80,6 +85,8 @@ pub const TABLE: &[(&str, OpFn)] = &[
     ("mock.trigger_iopf", iommufd::eventq::trigger_iopf),
     ("mock.trigger_vevent", iommufd::eventq::trigger_vevent),
     ("pci.bind_vfio", vfio::bind),
+    ("pci.config_read", pci::config_read),
+    ("pci.config_write", pci::config_write),
     ("selftest.run", selftest::run),
     ("spapr.create_window", vfio::create_window),
     ("spapr.register_memory", vfio::register_memory),
@@ -102,6 +109,9 @@ pub const TABLE: &[(&str, OpFn)] = &[
     ("vfio.group_set_container", vfio::group_set_container),
     ("vfio.group_status", vfio::group_status),
     ("vfio.group_unset_container", vfio::group_unset_container),
+    ("vfio.irq_count", vfio::irq_count),
+    ("vfio.irq_disable", vfio::irq_disable),
+    ("vfio.irq_eventfd", vfio::irq_eventfd),
     ("vfio.map_dma", vfio::map_dma),
     ("vfio.region_mmap_read", vfio::region_mmap_read),
     ("vfio.region_read", vfio::region_read),
@@ -176,6 +186,22 @@ fn file_read(_ctx: &mut Ctx, args: &Args) -> OpResult {
     }
 }
 
+/// `file.wait`: polls every 20 ms, for what the kernel adds or removes in
+/// the background (PCI functions during EEH recovery).
+fn file_wait(_ctx: &mut Ctx, args: &Args) -> OpResult {
+    let path = std::path::Path::new(args.str("path")?);
+    let exists = args.bool_or("exists", true)?;
+    let timeout = std::time::Duration::from_millis(args.u64_or("timeout_ms", 10_000)?);
+    let start = std::time::Instant::now();
+    while path.exists() != exists {
+        if start.elapsed() >= timeout {
+            return Err(OpError::Errno(libc::ETIMEDOUT));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(Value::Null)
+}
+
 fn file_write(ctx: &mut Ctx, args: &Args) -> OpResult {
     let (path, data) = (args.str("path")?, args.str("data")?);
     if let Some(g) = &ctx.guard {
@@ -214,15 +240,30 @@ fn parse_meminfo(text: &str) -> serde_json::Map<String, Value> {
         .collect()
 }
 
+/// `kernel.log_contains`: polls the log every 20 ms until `timeout_ms`
+/// (by default looks once), for what the kernel does in the background
+/// (EEH recovery runs in its own thread).
 fn log_contains(ctx: &mut Ctx, args: &Args) -> OpResult {
     let text = args.str("text")?;
-    ctx.refresh_log();
-    match ctx.log.iter().find(|l| l.contains(text)) {
-        Some(line) => Ok(Value::String(line.clone())),
-        None => Err(OpError::Error(format!(
-            "no kernel log line since the scenario began contains {text:?} ({} lines seen)",
-            ctx.log.len()
-        ))),
+    let timeout = std::time::Duration::from_millis(args.u64_or("timeout_ms", 0)?);
+    let start = std::time::Instant::now();
+    loop {
+        ctx.refresh_log();
+        if let Some(line) = ctx.log.iter().find(|l| l.contains(text)) {
+            return Ok(Value::String(line.clone()));
+        }
+        if start.elapsed() >= timeout {
+            return Err(OpError::Error(format!(
+                "no kernel log line since the scenario began contains {text:?} ({} lines seen{})",
+                ctx.log.len(),
+                if timeout.is_zero() {
+                    String::new()
+                } else {
+                    format!(" in {timeout:?}")
+                }
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 

@@ -488,6 +488,89 @@ pub fn eeh_pe_op(ctx: &mut Ctx, args: &Args) -> OpResult {
         .map_err(Into::into)
 }
 
+/// `vfio.irq_eventfd`: a new eventfd, triggered by one vector of an IRQ
+/// index (`VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER`); for
+/// MSI and MSI-X this enables the vectors up to it.
+pub fn irq_eventfd(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let index = irq_index(args)?;
+    // SAFETY: eventfd(2) takes no pointers; the result is checked below.
+    let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if raw < 0 {
+        return Err(crate::uapi::Errno::last().into());
+    }
+    // SAFETY: a new descriptor that nothing else owns.
+    let efd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    let mut set = crate::uapi::IrqSetEventfd {
+        set: vfio::vfio_irq_set {
+            argsz: argsz::<crate::uapi::IrqSetEventfd>(),
+            flags: vfio::VFIO_IRQ_SET_DATA_EVENTFD | vfio::VFIO_IRQ_SET_ACTION_TRIGGER,
+            index,
+            start: args.u32_or("vector", 0)?,
+            count: 1,
+            ..Default::default()
+        },
+        fd: efd.as_raw_fd(),
+    };
+    io::DEVICE_SET_IRQS.call(ctx.fd(args, "device")?, &mut set)?;
+    Ok(ctx.add(
+        Object::Fd {
+            kind: "eventfd",
+            fd: efd,
+        },
+        json!({}),
+    ))
+}
+
+/// The `index` argument: an IRQ index of vfio-pci (MSI by default).
+fn irq_index(args: &Args) -> Result<u32, OpError> {
+    Ok(match args.str_or("index", "msi")? {
+        "intx" => vfio::VFIO_PCI_INTX_IRQ_INDEX,
+        "msix" => vfio::VFIO_PCI_MSIX_IRQ_INDEX,
+        _ => vfio::VFIO_PCI_MSI_IRQ_INDEX,
+    })
+}
+
+/// `vfio.irq_disable`: for MSI and MSI-X this frees the vectors, so the
+/// next `vfio.irq_eventfd` sets the device's MSI up again.
+pub fn irq_disable(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let mut set = crate::uapi::IrqSetEventfd {
+        set: vfio::vfio_irq_set {
+            argsz: argsz::<vfio::vfio_irq_set>(),
+            flags: vfio::VFIO_IRQ_SET_DATA_NONE | vfio::VFIO_IRQ_SET_ACTION_TRIGGER,
+            index: irq_index(args)?,
+            ..Default::default()
+        },
+        fd: -1,
+    };
+    io::DEVICE_SET_IRQS
+        .call(ctx.fd(args, "device")?, &mut set)
+        .map(Value::from)
+        .map_err(Into::into)
+}
+
+/// `vfio.irq_count`: the eventfd's counter (reading resets it), after
+/// waiting up to `wait_ms` for it to become non-zero; 0 if it stayed so.
+pub fn irq_count(ctx: &mut Ctx, args: &Args) -> OpResult {
+    let fd = ctx.fd(args, "eventfd")?;
+    let wait = i32::try_from(args.u64_or("wait_ms", 0)?).map_err(|_| "wait_ms is too long")?;
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd, and its count.
+    if unsafe { libc::poll(&mut pfd, 1, wait) } < 0 {
+        return Err(crate::uapi::Errno::last().into());
+    }
+    let mut count = [0u8; 8];
+    match with_file(fd, |f| std::io::Read::read(&mut &*f, &mut count)) {
+        Ok(8) => Ok(Value::from(u64::from_ne_bytes(count))),
+        Ok(n) => Err(OpError::Error(format!("eventfd read gave {n} bytes"))),
+        Err(OpError::Errno(libc::EAGAIN)) => Ok(Value::from(0)),
+        Err(e) => Err(e),
+    }
+}
+
 /// `vfio.cdev_open`: the function's `/dev/vfio/devices/vfioN`.
 pub fn cdev_open(ctx: &mut Ctx, args: &Args) -> OpResult {
     let f = function(args)?;

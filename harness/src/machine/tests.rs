@@ -120,3 +120,27 @@ fn emulated_eeh_needs_the_patched_qemu() {
         "{e}"
     );
 }
+
+#[test]
+fn a_bridged_edu_shares_its_phb_and_needs_slof() {
+    let text = std::fs::read_to_string(Path::new(DIR).join("pseries-eeh-bridge.toml")).unwrap();
+    let m = parse(&text).unwrap();
+    assert_eq!((m.devices.len(), m.pe_count()), (2, 1));
+    let e = parse(&text.replace(
+        "options = { cap-cfpc",
+        "options = { x-vof = \"on\", cap-cfpc",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("needs SLOF"), "{e}");
+    let e = parse(&text.replace("bridge = true", "bridge = false"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not shared"), "{e}");
+    let e = parse(&text.replace("eeh = true\nbridge", "eeh = false\nbridge"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("all have eeh, or none"), "{e}");
+    let q35 = parse(&q35()).unwrap();
+    assert_eq!(q35.pe_count(), q35.devices.len());
+}

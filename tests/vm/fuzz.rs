@@ -1,0 +1,99 @@
+//! The fuzzer against the model, briefly: `cargo xtask fuzz` (the real
+//! `xtask` binary next to this suite, as the lifetime trials run it) on
+//! the run's primary kernel of the machine, 200 sequences of a fixed
+//! seed, must end without a difference the model and its list of known
+//! differences (`model/known-differences.toml`) do not explain.  Its
+//! output (the report, minimized scenarios of what it found, the VM's
+//! logs) goes under the trial's log directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use harness::linux::Guest;
+use harness::manifest::Manifest;
+use harness::qemu::GuestMode;
+use libtest_mimic::Failed;
+
+/// Sequences of the short run.
+const SEQUENCES: &str = "200";
+/// Its seed.
+const SEED: &str = "1";
+
+/// The `xtask` binary cargo built next to this suite (`target/debug/`).
+fn xtask_binary() -> Result<PathBuf, Failed> {
+    let exe = std::env::current_exe()?;
+    let x = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("the suite binary has no target dir above it")?
+        .join("xtask");
+    if !x.is_file() {
+        return Err(format!(
+            "{} is missing: run the suite through `cargo xtask test`",
+            x.display()
+        )
+        .into());
+    }
+    Ok(x)
+}
+
+/// `{machine}::fuzz::short_run`: 200 sequences (seed 1) on the primary
+/// kernel, no unexplained difference.
+pub fn short_run(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
+    let linux = m.primary();
+    let spec = m
+        .spec_on(
+            &Guest::new(machine, linux),
+            &trial.replace("::", "/"),
+            GuestMode::Agent,
+        )
+        .map_err(|e| e.to_string())?;
+    if !spec.images.patches.is_empty() {
+        // The model knows the released kernels and iobench's fixes by
+        // number; other patches are what the fuzzer is for, not this trial.
+        return Err(format!(
+            "the kernel carries patches ({}): run `cargo xtask fuzz --machine {machine} --patch …` instead",
+            spec.images.patches.join(", ")
+        )
+        .into());
+    }
+    let out = spec.log_dir.join("fuzz");
+    std::fs::create_dir_all(&out)?;
+    let repo = m.scenarios_dir.parent().ok_or("no repo above scenarios/")?;
+    let kernel = spec.images.kernel.display().to_string();
+    let output = Command::new(xtask_binary()?)
+        .args([
+            "fuzz",
+            "--machine",
+            machine,
+            "--linux",
+            linux.as_str(),
+            "--kernel",
+            &kernel,
+            "--sequences",
+            SEQUENCES,
+            "--seed",
+            SEED,
+        ])
+        .current_dir(repo)
+        .env("IOBENCH_OUT", &out)
+        .stdin(Stdio::null())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    std::fs::write(out.join("xtask.out"), stdout.as_bytes())?;
+    std::fs::write(out.join("xtask.err"), &output.stderr)?;
+    eprintln!("{}", stdout.trim_end());
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
+    Err(format!(
+        "cargo xtask fuzz ({}) found differences or failed:\n{}\n{}\n  logs: {}",
+        output.status,
+        stdout.trim_end(),
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        out.display()
+    )
+    .into())
+}

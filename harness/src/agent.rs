@@ -282,10 +282,11 @@ mod tests {
         }
     }
 
-    /// An agent that sends a host step's result, waits for the go-ahead,
-    /// then sends one more step: the host acts in between, and its result
-    /// replaces the agent's.
-    fn host_step_run(act: Result<serde_json::Value, String>) -> (Vec<StepResult>, bool) {
+    /// A fake agent on a socket pair: it answers the host's hello, then
+    /// `script` plays the rest of the session (reader, writer).
+    fn fake_agent(
+        script: impl FnOnce(BufReader<UnixStream>, UnixStream) + Send + 'static,
+    ) -> (UnixStream, std::thread::JoinHandle<()>) {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let agent = std::thread::spawn(move || {
             let mut r = BufReader::new(theirs.try_clone().unwrap());
@@ -296,12 +297,22 @@ mod tests {
             let hello = AgentMsg::Hello(proto::AgentHello {
                 protocol: proto::PROTOCOL_VERSION,
                 agent_version: "test".into(),
-                kernel: "6.12".into(),
-                machine: "ppc64le".into(),
+                kernel: "7.2".into(),
+                machine: "x86_64".into(),
                 page_size: 4096,
                 protected: Vec::new(),
             });
             proto::send(&mut w, &hello).unwrap();
+            script(r, w);
+        });
+        (ours, agent)
+    }
+
+    /// An agent that sends a host step's result, waits for the go-ahead,
+    /// then sends one more step: the host acts in between, and its result
+    /// replaces the agent's.
+    fn host_step_run(act: Result<serde_json::Value, String>) -> (Vec<StepResult>, bool) {
+        let (ours, agent) = fake_agent(|mut r, mut w| {
             let Some(HostMsg::Run { .. }) = proto::recv(&mut r).unwrap() else {
                 panic!("no run")
             };
@@ -361,24 +372,10 @@ mod tests {
         assert_eq!(seen[0].actual, Actual::Error("QMP stop: no".into()));
         assert!(!seen[0].passed && seen[1].passed);
     }
+
     #[test]
     fn coverage_is_turned_on_and_each_run_keeps_its_own() {
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        let agent = std::thread::spawn(move || {
-            let mut r = BufReader::new(theirs.try_clone().unwrap());
-            let mut w = theirs;
-            let Some(HostMsg::Hello { .. }) = proto::recv(&mut r).unwrap() else {
-                panic!("no hello")
-            };
-            let hello = AgentMsg::Hello(proto::AgentHello {
-                protocol: proto::PROTOCOL_VERSION,
-                agent_version: "test".into(),
-                kernel: "7.2".into(),
-                machine: "x86_64".into(),
-                page_size: 4096,
-                protected: Vec::new(),
-            });
-            proto::send(&mut w, &hello).unwrap();
+        let (ours, agent) = fake_agent(|mut r, mut w| {
             assert_eq!(
                 proto::recv::<HostMsg, _>(&mut r).unwrap(),
                 Some(HostMsg::Coverage { on: true })

@@ -245,7 +245,7 @@ pub struct Iommufd {
     accesses: Vec<Access>,
     device: Option<(usize, usize)>,
     /// Every live object by id: ids are allocated lowest free first
-    /// (main.c iommufd_object_alloc:56, `XA_FLAGS_ALLOC1`), so a destroyed
+    /// (main.c _iommufd_object_alloc:34-64, `XA_FLAGS_ALLOC1`), so a destroyed
     /// object's id goes to the next object made.
     objects: BTreeMap<u32, Obj>,
     /// Each IOAS's id (the number `$ioasN` holds).
@@ -489,12 +489,27 @@ impl Iommufd {
                 // selftest object, then the device bound, then attached
                 // (its domain's id last); a failure gives all back.
                 let m = self.mocks.len();
-                let i = match self.pt(*ioas)? {
+                // The two ids are taken before the pt_id is looked up (it
+                // may name one of them).
+                let stdev = self.new_id(Obj::Stdev(m));
+                let idev = self.new_id(Obj::Idev);
+                let abort = |me: &mut Iommufd, o: Outcome| {
+                    me.objects.remove(&stdev);
+                    me.objects.remove(&idev);
+                    Ok(o)
+                };
+                // The selftest object is not finalized until the end (its
+                // id holds XA_ZERO_ENTRY: main.c _iommufd_object_alloc:34-64,
+                // iommufd_get_object:175-178 sees nothing); the device is.
+                let pt = if self.ioas_ids.get(ioas.0) == Some(&stdev) {
+                    Pt::Gone
+                } else {
+                    self.pt(*ioas)?
+                };
+                let i = match pt {
                     Pt::Ioas(i) => i,
                     Pt::Hwpt(h) if self.hwpts[h].kind == Kind::Mock => {
                         // device.c iommufd_device_change_pt:944-953: onto that domain.
-                        let stdev = self.new_id(Obj::Stdev(m));
-                        let idev = self.new_id(Obj::Idev);
                         self.hwpts[h].users += 1;
                         self.mocks.push(Mock {
                             hwpt: h,
@@ -504,12 +519,15 @@ impl Iommufd {
                         return Ok(Outcome::value(Value::Object, Rule::AttachSharedDomain));
                     }
                     Pt::Hwpt(_) | Pt::Other => {
-                        return Ok(Outcome::errno(Errno::EINVAL, Rule::AttachNotAPageTable));
+                        return abort(
+                            self,
+                            Outcome::errno(Errno::EINVAL, Rule::AttachNotAPageTable),
+                        );
                     }
-                    Pt::Gone => return Ok(Outcome::errno(Errno::ENOENT, Rule::IoasGone)),
+                    Pt::Gone => {
+                        return abort(self, Outcome::errno(Errno::ENOENT, Rule::IoasGone));
+                    }
                 };
-                let stdev = self.new_id(Obj::Stdev(m));
-                let idev = self.new_id(Obj::Idev);
                 match self.attach(i, Kind::Mock) {
                     Err(o) => {
                         self.objects.remove(&stdev);

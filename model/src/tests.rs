@@ -1482,6 +1482,52 @@ fn a_destroyed_mocks_id_goes_to_the_next_object() {
     );
 }
 
+/// Found by `cargo xtask fuzz` on q35, 7.2: a mock domain whose pt_id is
+/// a freed IOAS id that its own device takes first (the selftest object
+/// and the device get their ids before the pt_id is looked up).
+#[test]
+fn a_mock_domain_can_name_its_own_device() {
+    let mut w = with_buffers(World::iommufd(IommufdParams::q35_7_2()));
+    let o = run(
+        &mut w,
+        &[
+            Op::IoasAlloc,                       // 2 (the device is 1)
+            Op::DeviceAttach { ioas: IO },       // domain 3
+            Op::MockDomain { ioas: IO },         // 4, 5, 6
+            Op::MockDestroy { mock: MockId(0) }, // frees 4, 5, 6
+            Op::IoasAlloc,                       // 4
+            Op::MockDestroy { mock: MockId(0) }, // destroys ioas1
+            Op::DeviceDetach,                    // frees 3
+            Op::MockDomain { ioas: IoasId(1) },  // 3, 4: "ioas1" is its device
+        ],
+    );
+    assert_eq!(
+        (o.errno_of(), o.rule),
+        (Some(Errno::EINVAL), Rule::AttachNotAPageTable)
+    );
+    // ... and one whose selftest object takes it: not finalized yet, so
+    // the pt_id names nothing (the fuzzer's next find).
+    let mut w = with_buffers(World::iommufd(IommufdParams::q35_7_2()));
+    let o = run(
+        &mut w,
+        &[
+            Op::IoasAlloc,                       // 2
+            Op::DeviceAttach { ioas: IO },       // domain 3
+            Op::MockDomain { ioas: IO },         // 4, 5, 6
+            Op::MockDestroy { mock: MockId(0) }, // frees 4, 5, 6
+            Op::DeviceDetach,                    // frees 3
+            Op::IoasAlloc,                       // 3
+            Op::IoasAlloc,                       // 4
+            Op::MockDestroy { mock: MockId(0) }, // destroys ioas2 (4)
+            Op::MockDomain { ioas: IoasId(2) },  // its selftest object is 4
+        ],
+    );
+    assert_eq!(
+        (o.errno_of(), o.rule),
+        (Some(Errno::ENOENT), Rule::IoasGone)
+    );
+}
+
 #[test]
 fn release_frees_what_the_container_held() {
     let mut w = k72();

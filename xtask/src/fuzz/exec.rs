@@ -213,6 +213,9 @@ impl VmRunner {
                     Role::Marker => {}
                 }
             }
+            // A plain scenario (a lone sequence) ends at a step the agent
+            // could not run; what follows did not run.
+            obs.cut = broke.is_none() && !b.scenario.keep_going && results.len() < span.end;
             let broke_here = broke.is_some() && results.len() < span.end;
             if broke_here {
                 obs.broke = broke;

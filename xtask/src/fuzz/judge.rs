@@ -117,6 +117,11 @@ pub struct Observed {
     /// Results came in bulk: when the run broke, the last ones before the
     /// break may be lost, so a missing result is not yet the break.
     pub lossy: bool,
+    /// The agent stopped after the last result it sent (a lone sequence
+    /// runs as a plain scenario, which ends at a step the agent could not
+    /// run, e.g. one naming an object whose making failed): the rest did
+    /// not run, and says nothing.
+    pub cut: bool,
     /// Its share of the kernel log (empty when the run's log was not cut
     /// per sequence: the runner then checks it for the whole batch).
     pub log: Vec<String>,
@@ -238,6 +243,10 @@ pub fn judge(start: &World, seq: &Sequence, obs: &Observed) -> Result<Judged, In
     let mut stopped = false;
     for (i, it) in seq.items.iter().enumerate() {
         let r = obs.items.get(i).and_then(Option::as_ref);
+        if r.is_none() && obs.cut && obs.broke.is_none() {
+            stopped = true;
+            break;
+        }
         match it {
             Item::Op(op) if r.is_none() && obs.lossy && obs.broke.is_some() => {
                 // Lost or never run: only a predicted crash settles it.
@@ -403,7 +412,7 @@ pub fn judge(start: &World, seq: &Sequence, obs: &Observed) -> Result<Judged, In
         if let Some(t) = o.kernel_warning {
             warnings.push(t);
         }
-        let broke = obs.teardown.iter().any(Option::is_none);
+        let broke = obs.teardown.iter().any(Option::is_none) && !(obs.cut && obs.broke.is_none());
         let crash = o.reply == Reply::Crash;
         if broke != crash {
             j.differences.push(Difference {
@@ -523,6 +532,7 @@ mod tests {
             broke: None,
             why: String::new(),
             lossy: false,
+            cut: false,
             log: vec![],
         };
         let j = judge(&w, &seq, &obs).unwrap();

@@ -5,7 +5,7 @@
 //! generator knows which buffer bytes a DMA changes and can add the
 //! `mem.check` steps that prove it.
 
-use crate::mem::BufferId;
+use crate::mem::{BufferId, Memory};
 
 /// Which way the bytes go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,6 +81,48 @@ pub fn push_segment(out: &mut Vec<Segment>, seg: Segment) {
         }
     }
     out.push(seg);
+}
+
+/// Walks `[iova, iova + len)` piece by piece: `piece(pos)` gives where an
+/// access at `pos` goes and where that piece ends (exclusive; it may pass
+/// the end of the range).  The pieces, joined where they continue each
+/// other ([`push_segment`]).
+pub fn walk(iova: u64, len: u64, mut piece: impl FnMut(u64) -> (Target, u128)) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let end = u128::from(iova) + u128::from(len);
+    let mut pos = iova;
+    while u128::from(pos) < end {
+        let (target, piece_end) = piece(pos);
+        let piece_end = piece_end.min(end);
+        if piece_end <= u128::from(pos) {
+            break;
+        }
+        push_segment(
+            &mut out,
+            Segment {
+                iova: pos,
+                len: (piece_end - u128::from(pos)) as u64,
+                target,
+            },
+        );
+        if piece_end > u128::from(u64::MAX) {
+            break;
+        }
+        pos = piece_end as u64;
+    }
+    out
+}
+
+/// What an access to user address `ua` reaches: a fault without the
+/// permission, else the buffer holding it (or memory no buffer owns).
+pub fn target_at(mem: &Memory, ua: u64, allowed: bool) -> Target {
+    if !allowed {
+        return Target::Fault;
+    }
+    match mem.locate(ua) {
+        Some((buffer, offset)) => Target::Buffer { buffer, offset },
+        None => Target::Unknown,
+    }
 }
 
 #[cfg(test)]

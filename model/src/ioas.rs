@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::dma::{Direction, Segment, Target, push_segment};
+use crate::dma::{Direction, Segment, Target, push_segment, target_at, walk};
 use crate::errno::Errno;
 use crate::error::ModelError;
 use crate::interval;
@@ -1140,10 +1140,7 @@ impl Iommufd {
                 return fail(Errno::EPERM, Rule::AccessRwProt, segs);
             }
             let end = a.last.min(last);
-            let target = match mem.locate(a.ua + (cur - start)) {
-                Some((buffer, offset)) => Target::Buffer { buffer, offset },
-                None => Target::Unknown,
-            };
+            let target = target_at(mem, a.ua + (cur - start), true);
             push_segment(
                 &mut segs,
                 Segment {
@@ -1166,10 +1163,7 @@ impl Iommufd {
     /// the areas of the IOAS it is attached to, faulting elsewhere (and
     /// everywhere when it is not attached).
     pub fn translate(&self, mem: &Memory, iova: u64, len: u64, dir: Direction) -> Vec<Segment> {
-        let mut out = Vec::new();
-        let end = u128::from(iova) + u128::from(len);
-        let mut pos = iova;
-        while u128::from(pos) < end {
+        walk(iova, len, |pos| {
             let hit = self.device.and_then(|(i, _)| {
                 self.ioas[i]
                     .areas
@@ -1178,39 +1172,20 @@ impl Iommufd {
                     .filter(|(_, a)| a.last >= pos)
                     .map(|(s, a)| (*s, *a))
             });
-            let (target, piece_end) = match hit {
+            match hit {
                 Some((s, a)) => {
                     let allowed = match dir {
                         Direction::Read => a.read,
                         Direction::Write => a.write,
                     };
-                    let t = if !allowed {
-                        Target::Fault
-                    } else {
-                        match mem.locate(a.ua + (pos - s)) {
-                            Some((buffer, offset)) => Target::Buffer { buffer, offset },
-                            None => Target::Unknown,
-                        }
-                    };
-                    (t, u128::from(a.last) + 1)
+                    (
+                        target_at(mem, a.ua + (pos - s), allowed),
+                        u128::from(a.last) + 1,
+                    )
                 }
                 None => (Target::Fault, u128::from(pos / 4096 * 4096) + 4096),
-            };
-            let piece_end = piece_end.min(end);
-            push_segment(
-                &mut out,
-                Segment {
-                    iova: pos,
-                    len: (piece_end - u128::from(pos)) as u64,
-                    target,
-                },
-            );
-            if piece_end > u128::from(u64::MAX) {
-                break;
             }
-            pos = piece_end as u64;
-        }
-        out
+        })
     }
 
     /// Whether a mock domain is alive (its selftest object still has its id).

@@ -31,7 +31,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::dma::{Direction, Segment, Target, push_segment};
+use crate::dma::{Direction, Segment, Target, target_at, walk};
 use crate::errno::Errno;
 use crate::error::ModelError;
 use crate::mem::{BufferRange, Memory};
@@ -328,49 +328,27 @@ impl WindowedIoas {
     /// Where device DMA of `[iova, iova + len)` goes: through the
     /// windows' mappings, faulting elsewhere or without permission.
     pub fn translate(&self, mem: &Memory, iova: u64, len: u64, dir: Direction) -> Vec<Segment> {
-        let mut out = Vec::new();
-        let end = u128::from(iova) + u128::from(len);
-        let mut pos = iova;
-        while u128::from(pos) < end {
+        walk(iova, len, |pos| {
             let hit = self.windows.iter().flatten().find_map(|w| {
                 w.areas
                     .iter()
                     .find(|(a, x)| **a <= pos && pos - **a < x.len)
                     .map(|(a, x)| (*a, x))
             });
-            let (target, piece_end) = match hit {
+            match hit {
                 Some((a, x)) => {
                     let allowed = match dir {
                         Direction::Read => x.read,
                         Direction::Write => x.write,
                     };
-                    let t = if !allowed {
-                        Target::Fault
-                    } else {
-                        match mem.locate(x.ua + (pos - a)) {
-                            Some((buffer, offset)) => Target::Buffer { buffer, offset },
-                            None => Target::Unknown,
-                        }
-                    };
-                    (t, u128::from(a) + u128::from(x.len))
+                    (
+                        target_at(mem, x.ua + (pos - a), allowed),
+                        u128::from(a) + u128::from(x.len),
+                    )
                 }
                 None => (Target::Fault, u128::from(pos / 4096 * 4096) + 4096),
-            };
-            let piece_end = piece_end.min(end);
-            push_segment(
-                &mut out,
-                Segment {
-                    iova: pos,
-                    len: (piece_end - u128::from(pos)) as u64,
-                    target,
-                },
-            );
-            if piece_end > u128::from(u64::MAX) {
-                break;
             }
-            pos = piece_end as u64;
-        }
-        out
+        })
     }
 }
 

@@ -10,7 +10,7 @@
 //! `_common/spapr_container.toml` leaves it: group attached, the default
 //! window pending, no memory registered.
 
-use crate::dma::{Direction, Segment, Target, push_segment};
+use crate::dma::{Direction, Segment, Target, target_at, walk};
 use crate::errno::Errno;
 use crate::error::ModelError;
 use crate::mem::{BufferRange, Memory};
@@ -890,10 +890,7 @@ impl Container {
     /// through the hypervisor's TCEs (which may hold pages past a kernel
     /// window, bug 0002), faulting without a TCE or its permission.
     pub fn translate(&self, mem: &Memory, iova: u64, len: u64, dir: Direction) -> Vec<Segment> {
-        let mut out = Vec::new();
-        let end = u128::from(iova) + u128::from(len);
-        let mut pos = iova;
-        while u128::from(pos) < end {
+        walk(iova, len, |pos| {
             let (target, page) = match self.platform.translate(pos) {
                 Some((tce, page)) => {
                     let allowed = match dir {
@@ -901,37 +898,18 @@ impl Container {
                         Direction::Write => tce.write,
                     };
                     let ua = tce.ua + (pos & (page - 1));
-                    let t = if !allowed {
-                        Target::Fault
-                    } else if self.lookup(ua, 1).is_some_and(|i| self.mm[i].stale) {
+                    let t = if allowed && self.lookup(ua, 1).is_some_and(|i| self.mm[i].stale) {
                         // Rule::StaleRegionDma: the region's pinned pages.
                         Target::Unknown
                     } else {
-                        match mem.locate(ua) {
-                            Some((buffer, offset)) => Target::Buffer { buffer, offset },
-                            None => Target::Unknown,
-                        }
+                        target_at(mem, ua, allowed)
                     };
                     (t, page)
                 }
                 None => (Target::Fault, 4096),
             };
-            let piece_end = (u128::from(pos / page * page) + u128::from(page)).min(end);
-            let piece = (piece_end - u128::from(pos)) as u64;
-            push_segment(
-                &mut out,
-                Segment {
-                    iova: pos,
-                    len: piece,
-                    target,
-                },
-            );
-            if piece_end > u128::from(u64::MAX) {
-                break;
-            }
-            pos = piece_end as u64;
-        }
-        out
+            (target, u128::from(pos / page * page) + u128::from(page))
+        })
     }
 }
 

@@ -33,34 +33,42 @@ impl<R: BufRead, W: Write> Out<R, W> {
         };
         // A long message goes out now, after what is held, and its parts
         // are not held (the host answers each).
+        self.unheld(|out| {
+            for part in parts {
+                let last = matches!(part, AgentMsg::Part { last: true, .. });
+                out.write(proto::encode(&part))?;
+                if !last {
+                    out.go_ahead("in the middle of a long message")?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Waits for the host's go-ahead ([`HostMsg::More`]); `during` says
+    /// what the agent was doing, for the error.
+    fn go_ahead(&mut self, during: &str) -> Result<(), String> {
+        match proto::recv::<HostMsg, _>(&mut self.r) {
+            Ok(Some(HostMsg::More)) => Ok(()),
+            Ok(Some(other)) => Err(format!(
+                "the host sent {other:?} instead of the go-ahead {during}"
+            )),
+            Ok(None) => Err(format!("the host closed the stream {during}")),
+            Err(e) => Err(format!("reading the host's go-ahead {during}: {e}")),
+        }
+    }
+
+    /// Runs `f` with what is held written out and holding off, holding
+    /// again afterwards if it was on: `f` waits for the host, which must
+    /// have seen everything before.
+    fn unheld(&mut self, f: impl FnOnce(&mut Self) -> Result<(), String>) -> Result<(), String> {
         let held = self.held.is_some();
         self.release()?;
-        let sent = self.send_parts(parts);
+        let r = f(self);
         if held {
             self.hold();
         }
-        sent
-    }
-
-    fn send_parts(&mut self, parts: Vec<AgentMsg>) -> Result<(), String> {
-        for part in parts {
-            let last = matches!(part, AgentMsg::Part { last: true, .. });
-            self.write(proto::encode(&part))?;
-            if last {
-                break;
-            }
-            match proto::recv::<HostMsg, _>(&mut self.r) {
-                Ok(Some(HostMsg::More)) => {}
-                Ok(Some(other)) => {
-                    return Err(format!(
-                        "the host sent {other:?} in the middle of a long message"
-                    ));
-                }
-                Ok(None) => return Err("the host closed the stream in a long message".into()),
-                Err(e) => return Err(format!("reading the host's go-ahead: {e}")),
-            }
-        }
-        Ok(())
+        r
     }
 
     /// From now on lines are held and written together (a `keep_going`
@@ -107,21 +115,7 @@ impl<R: BufRead, W: Write> Out<R, W> {
         if !(step.passed && proto::ops::is_host_step(&step.op)) {
             return Ok(());
         }
-        let held = self.held.is_some();
-        self.release()?;
-        let go = match proto::recv::<HostMsg, _>(&mut self.r) {
-            Ok(Some(HostMsg::More)) => Ok(()),
-            Ok(Some(other)) => Err(format!(
-                "the host sent {other:?} instead of the go-ahead after host step {}",
-                step.index
-            )),
-            Ok(None) => Err("the host closed the stream during a host step".into()),
-            Err(e) => Err(format!("reading the host's go-ahead: {e}")),
-        };
-        if held {
-            self.hold();
-        }
-        go
+        self.unheld(|out| out.go_ahead(&format!("after host step {}", step.index)))
     }
 
     fn write_bytes(&mut self, bytes: &[u8]) -> Result<(), String> {

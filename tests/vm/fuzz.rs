@@ -6,7 +6,6 @@
 //! output (the report, minimized scenarios of what it found, the VM's
 //! logs) goes under the trial's log directory.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use harness::linux::Guest;
@@ -18,24 +17,6 @@ use libtest_mimic::Failed;
 const SEQUENCES: &str = "200";
 /// Its seed.
 const SEED: &str = "1";
-
-/// The `xtask` binary cargo built next to this suite (`target/debug/`).
-fn xtask_binary() -> Result<PathBuf, Failed> {
-    let exe = std::env::current_exe()?;
-    let x = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("the suite binary has no target dir above it")?
-        .join("xtask");
-    if !x.is_file() {
-        return Err(format!(
-            "{} is missing: run the suite through `cargo xtask test`",
-            x.display()
-        )
-        .into());
-    }
-    Ok(x)
-}
 
 /// `{machine}::fuzz::short_run`: 200 sequences (seed 1) on the primary
 /// kernel, no unexplained difference.
@@ -61,7 +42,7 @@ pub fn short_run(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed>
     std::fs::create_dir_all(&out)?;
     let repo = m.scenarios_dir.parent().ok_or("no repo above scenarios/")?;
     let kernel = spec.images.kernel.display().to_string();
-    let output = Command::new(xtask_binary()?)
+    let output = Command::new(crate::support::xtask_binary()?)
         .args([
             "fuzz",
             "--machine",

@@ -34,24 +34,6 @@ enum Moment<'a> {
     Output(&'a str),
 }
 
-/// The `xtask` binary cargo built next to this suite (`target/debug/`).
-fn xtask_binary() -> Result<PathBuf, Failed> {
-    let exe = std::env::current_exe()?;
-    let debug = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("the suite binary has no target dir above it")?;
-    let x = debug.join("xtask");
-    if !x.is_file() {
-        return Err(format!(
-            "{} is missing: run the suite through `cargo xtask test`",
-            x.display()
-        )
-        .into());
-    }
-    Ok(x)
-}
-
 /// Marked live processes whose comm starts with `prefix`.
 fn running(mark: &str, prefix: &str) -> Vec<u32> {
     with_env_mark(MARK_ENV, mark)
@@ -88,7 +70,7 @@ fn kill_at(
     std::fs::create_dir_all(&log)?;
     let out_path = log.join("xtask.out");
     let repo = m.scenarios_dir.parent().ok_or("no repo above scenarios/")?;
-    let mut cmd = Command::new(xtask_binary()?);
+    let mut cmd = Command::new(crate::support::xtask_binary()?);
     cmd.args(args)
         .current_dir(repo)
         .env(MARK_ENV, &mark)

@@ -1,7 +1,8 @@
 //! What the trials share: the spec to boot a machine of the manifest under
 //! a trial's log directory, the check that nothing of a VM is left running,
-//! and loading a scenario of the catalogue.
+//! loading a scenario of the catalogue, and the `xtask` binary to run.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use harness::agent::{Agent, AgentError};
@@ -85,4 +86,22 @@ pub fn catalogue_scenario(
 ) -> Result<harness::scenario::ScenarioFile, Failed> {
     harness::scenario::ScenarioFile::load(&m.scenarios_dir.join(rel), Some(&m.scenarios_dir))
         .or_fail()
+}
+
+/// The `xtask` binary cargo built next to this suite (`target/debug/`).
+pub fn xtask_binary() -> Result<PathBuf, Failed> {
+    let exe = std::env::current_exe()?;
+    let debug = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("the suite binary has no target dir above it")?;
+    let x = debug.join("xtask");
+    if !x.is_file() {
+        return Err(format!(
+            "{} is missing: run the suite through `cargo xtask test`",
+            x.display()
+        )
+        .into());
+    }
+    Ok(x)
 }

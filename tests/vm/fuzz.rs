@@ -19,7 +19,7 @@ const SEQUENCES: &str = "200";
 const SEED: &str = "1";
 
 /// `{machine}::fuzz::short_run`: 200 sequences (seed 1) on the primary
-/// kernel, no unexplained difference.
+/// kernel (with the run's fixes, `--fixes`), no unexplained difference.
 pub fn short_run(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed> {
     let linux = m.primary();
     let spec = m
@@ -29,18 +29,23 @@ pub fn short_run(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed>
             GuestMode::Agent,
         )
         .map_err(|e| e.to_string())?;
-    if !spec.images.patches.is_empty() {
-        // The model knows the released kernels and iobench's fixes by
-        // number; other patches are what the fuzzer is for, not this trial.
-        return Err(format!(
-            "the kernel carries patches ({}): run `cargo xtask fuzz --machine {machine} --patch …` instead",
-            spec.images.patches.join(", ")
-        )
-        .into());
+    let repo = m.scenarios_dir.parent().ok_or("no repo above scenarios/")?;
+    // The model knows iobench's fixes by number (`--fixes` runs carry
+    // them); a patch of the user's own is what the fuzzer is for: the
+    // model predicts the kernel without it, and a difference names it.
+    let fixes_dir = repo.join("kernel-patches/fixes");
+    let mut patch_args = Vec::new();
+    for name in &spec.images.patches {
+        let fix = fixes_dir.join(name);
+        if fix.is_file() {
+            patch_args.push("--patch".to_string());
+            patch_args.push(fix.display().to_string());
+        } else {
+            eprintln!("fuzz: the model does not know the kernel's patch {name}");
+        }
     }
     let out = spec.log_dir.join("fuzz");
     std::fs::create_dir_all(&out)?;
-    let repo = m.scenarios_dir.parent().ok_or("no repo above scenarios/")?;
     let kernel = spec.images.kernel.display().to_string();
     let output = Command::new(crate::support::xtask_binary()?)
         .args([
@@ -56,6 +61,7 @@ pub fn short_run(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed>
             "--seed",
             SEED,
         ])
+        .args(&patch_args)
         .current_dir(repo)
         .env("IOBENCH_OUT", &out)
         .stdin(Stdio::null())

@@ -12,7 +12,7 @@
 //!
 //! Nothing here imports the rest of the crate.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -34,8 +34,8 @@ const KCOV_TRACE_PC: libc::c_ulong = 0;
 pub struct Kcov {
     fd: OwnedFd,
     area: *mut AtomicU64,
-    /// Unique PCs drained so far.
-    pcs: HashSet<u64>,
+    /// Unique PCs drained so far, each with the step that reached it first.
+    pcs: HashMap<u64, u32>,
     /// The buffer filled up between two drains (PCs were lost).
     overflowed: bool,
 }
@@ -79,7 +79,7 @@ impl Kcov {
         let kcov = Kcov {
             fd,
             area: area.cast(),
-            pcs: HashSet::new(),
+            pcs: HashMap::new(),
             overflowed: false,
         };
         // SAFETY: plain ioctl on our own descriptor with an integer argument.
@@ -96,8 +96,9 @@ impl Kcov {
         unsafe { &*self.area.add(i) }
     }
 
-    /// Moves what the buffer holds into the set and empties the buffer.
-    pub fn drain(&mut self) {
+    /// Moves what the buffer holds into the set, as reached by `step`
+    /// unless an earlier step reached it, and empties the buffer.
+    pub fn drain(&mut self, step: u32) {
         let n = self.word(0).load(Ordering::Relaxed) as usize;
         let n = n.min(WORDS - 1);
         if n == WORDS - 1 {
@@ -105,19 +106,27 @@ impl Kcov {
         }
         for i in 1..=n {
             let pc = self.word(i).load(Ordering::Relaxed);
-            self.pcs.insert(pc);
+            self.pcs.entry(pc).or_insert(step);
         }
         self.word(0).store(0, Ordering::Relaxed);
     }
 
-    /// Disables tracing; the unique PCs, sorted, and whether any were lost.
-    pub fn finish(mut self) -> (Vec<u64>, bool) {
-        self.drain();
+    /// Empties the buffer, keeping nothing of it.
+    pub fn discard(&mut self) {
+        self.word(0).store(0, Ordering::Relaxed);
+    }
+
+    /// Disables tracing (what is left counts as reached by `step`); the
+    /// unique PCs, sorted, the first step of each, and whether any were
+    /// lost.
+    pub fn finish(mut self, step: u32) -> (Vec<u64>, Vec<u32>, bool) {
+        self.drain(step);
         // SAFETY: plain ioctl on our own descriptor.
         unsafe { libc::ioctl(self.fd.as_raw_fd(), KCOV_DISABLE, 0) };
-        let mut pcs: Vec<u64> = std::mem::take(&mut self.pcs).into_iter().collect();
+        let mut pcs: Vec<(u64, u32)> = std::mem::take(&mut self.pcs).into_iter().collect();
         pcs.sort_unstable();
-        (pcs, self.overflowed)
+        let (pcs, first) = pcs.into_iter().unzip();
+        (pcs, first, self.overflowed)
     }
 }
 

@@ -146,24 +146,35 @@ fn run_in_thread<R: BufRead, W: Write>(
     std::thread::scope(|s| {
         let runner = s.spawn(move || {
             let mut kcov = coverage.then(crate::kcov::Kcov::enable);
+            let mut steps = 0u32;
             let done = crate::scenario::run(scenario, guard, |step| {
                 if let Some(Ok(k)) = &mut kcov {
-                    k.drain();
+                    k.drain(steps);
                 }
+                steps += 1;
                 step_tx.send(step.clone()).map_err(|e| e.to_string())?;
-                sent_rx.recv().map_err(|e| e.to_string())?
+                let sent = sent_rx.recv().map_err(|e| e.to_string())?;
+                // Waiting for the writer is no step's doing.
+                if let Some(Ok(k)) = &mut kcov {
+                    k.discard();
+                }
+                sent
             });
             let covered = kcov.map(|k| match k {
                 Ok(k) => {
-                    let (pcs, lost) = k.finish();
+                    // What runs after the last step (the scenario's
+                    // objects closed) is no step's either.
+                    let (pcs, first_step, lost) = k.finish(u32::MAX);
                     AgentMsg::Coverage {
                         pcs,
+                        first_step,
                         lost,
                         error: None,
                     }
                 }
                 Err(e) => AgentMsg::Coverage {
                     pcs: Vec::new(),
+                    first_step: Vec::new(),
                     lost: false,
                     error: Some(e),
                 },
@@ -282,6 +293,7 @@ pub fn serve<R: BufRead, W: Write>(r: R, w: W, frames: bool) -> Result<End, Stri
                     coverage = on;
                     out.send(&AgentMsg::Coverage {
                         pcs: Vec::new(),
+                        first_step: Vec::new(),
                         lost: false,
                         error: None,
                     })?;

@@ -43,6 +43,9 @@ pub struct RunCoverage {
     /// Unique PCs (return addresses of the `__sanitizer_cov_trace_pc`
     /// calls), sorted.
     pub pcs: Vec<u64>,
+    /// For each PC, the index of the first step that reached it (empty
+    /// from an agent that does not say).
+    pub first_step: Vec<u32>,
     /// The agent's trace buffer overflowed: some PCs were lost.
     pub lost: bool,
     /// Why the run has no coverage, if it has none.
@@ -56,6 +59,9 @@ pub struct Agent {
     hello: AgentHello,
     /// The last run's coverage, while coverage is on.
     covered: Option<RunCoverage>,
+    /// The socket under `r`, and its read deadline, when the agent is on
+    /// a unix socket (the deadline can then be changed).
+    socket: Option<(UnixStream, Duration)>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -70,7 +76,26 @@ impl Agent {
         stream.set_nonblocking(false)?;
         stream.set_read_timeout(Some(timeout))?;
         let w = stream.try_clone()?;
-        Agent::handshake(BufReader::new(stream), w)
+        let control = stream.try_clone()?;
+        let mut a = Agent::handshake(BufReader::new(stream), w)?;
+        a.socket = Some((control, timeout));
+        Ok(a)
+    }
+
+    /// How long a read waits before the agent counts as silent, if known.
+    pub fn reply_deadline(&self) -> Option<Duration> {
+        self.socket.as_ref().map(|(_, d)| *d)
+    }
+
+    /// Changes how long a read waits (a scenario whose hang is its
+    /// expected outcome need not cost the machine's whole deadline).  On a
+    /// stream other than a unix socket the deadline stays as it is.
+    pub fn set_reply_deadline(&mut self, d: Duration) -> Result<(), AgentError> {
+        if let Some((sock, deadline)) = &mut self.socket {
+            sock.set_read_timeout(Some(d))?;
+            *deadline = d;
+        }
+        Ok(())
     }
 
     /// Greets the agent over any reader/writer pair.
@@ -93,6 +118,7 @@ impl Agent {
             w: Box::new(w),
             hello: placeholder(),
             covered: None,
+            socket: None,
         };
         a.send(&HostMsg::Hello {
             protocol: proto::PROTOCOL_VERSION,
@@ -220,8 +246,18 @@ impl Agent {
                     on_step(&s);
                 }
                 AgentMsg::Step(s) => on_step(&s),
-                AgentMsg::Coverage { pcs, lost, error } => {
-                    self.covered = Some(RunCoverage { pcs, lost, error });
+                AgentMsg::Coverage {
+                    pcs,
+                    first_step,
+                    lost,
+                    error,
+                } => {
+                    self.covered = Some(RunCoverage {
+                        pcs,
+                        first_step,
+                        lost,
+                        error,
+                    });
                 }
                 AgentMsg::Done(mut o) => {
                     o.passed &= !host_failed;
@@ -374,6 +410,27 @@ mod tests {
     }
 
     #[test]
+    fn a_shorter_reply_deadline_counts_silence_sooner() {
+        let (ours, agent) = fake_agent(|mut r, _w| {
+            // Reads the dmesg request and never answers it.
+            let _ = proto::recv::<HostMsg, _>(&mut r);
+            std::thread::sleep(Duration::from_millis(1500));
+        });
+        let mut a = super::Agent::over_unix(ours, Duration::from_secs(60)).unwrap();
+        assert_eq!(a.reply_deadline(), Some(Duration::from_secs(60)));
+        a.set_reply_deadline(Duration::from_millis(200)).unwrap();
+        assert_eq!(a.reply_deadline(), Some(Duration::from_millis(200)));
+        let t0 = std::time::Instant::now();
+        let e = a.dmesg().unwrap_err();
+        assert!(
+            matches!(&e, super::AgentError::Io(io) if matches!(io.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+            "{e:?}"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+        agent.join().unwrap();
+    }
+
+    #[test]
     fn coverage_is_turned_on_and_each_run_keeps_its_own() {
         let (ours, agent) = fake_agent(|mut r, mut w| {
             assert_eq!(
@@ -382,6 +439,7 @@ mod tests {
             );
             let empty = AgentMsg::Coverage {
                 pcs: Vec::new(),
+                first_step: Vec::new(),
                 lost: false,
                 error: None,
             };
@@ -392,6 +450,7 @@ mod tests {
                 };
                 if !pcs.is_empty() {
                     let cov = AgentMsg::Coverage {
+                        first_step: vec![0; pcs.len()],
                         pcs,
                         lost: true,
                         error: None,
@@ -415,7 +474,10 @@ mod tests {
         };
         a.run(&scenario, |_| {}).unwrap();
         let c = a.take_coverage().unwrap();
-        assert_eq!((c.pcs, c.lost), (vec![7, 9], true));
+        assert_eq!(
+            (c.pcs, c.first_step, c.lost),
+            (vec![7, 9], vec![0, 0], true)
+        );
         assert!(a.take_coverage().is_none());
         // A run without coverage leaves none behind.
         a.run(&scenario, |_| {}).unwrap();

@@ -125,6 +125,13 @@ pub fn run_on(
             return Err(host.explain(e)); // the kernel log delta starts here
         }
         let agent = host.agent()?;
+        let usual = agent.reply_deadline();
+        if let (Some(d), Some(u)) = (file.reply_deadline, usual)
+            && d < u
+            && let Err(e) = agent.set_reply_deadline(d)
+        {
+            return Err(host.explain(e));
+        }
         let run = agent.run_hosted(
             &file.scenario,
             |s| host_step(s, qmp.as_deref()),
@@ -133,7 +140,14 @@ pub fn run_on(
                 results.push(r.clone());
             },
         );
-        run.map_err(|e| host.explain(e))
+        // The machine's own deadline again.  (A run that broke leaves an
+        // agent every caller drops: nothing to give it back to.)
+        let outcome = run.map_err(|e| host.explain(e))?;
+        if let (Some(_), Some(u)) = (file.reply_deadline, usual) {
+            let agent = host.agent()?;
+            agent.set_reply_deadline(u).map_err(|e| host.explain(e))?;
+        }
+        Ok(outcome)
     })();
     let dmesg = match (&outcome, host.agent()) {
         (Ok(_), Ok(agent)) => agent.dmesg().unwrap_or_default(),

@@ -10,6 +10,8 @@
 //! # known_bug = { id = "0001", reason = "…" }  # released kernels get it wrong
 //! # expect_kernel_warning = "lkdtm_WARNING"     # the kernel warns, and says this
 //! # min_linux = "7.2"                     # older kernels lack what it uses
+//! # reply_deadline = 20                   # seconds a step may take before the
+//! #                                       # run counts as hung (default: the machine's)
 //!
 //! [[step]]
 //! op = "vfio.container_open"
@@ -109,6 +111,10 @@ pub struct ScenarioFile {
     /// The oldest kernel version it applies to (`min_linux = "7.2"`): on
     /// older ones its trials are ignored with the reason.
     pub min_linux: Option<Linux>,
+    /// How long a step may run before the run counts as hung, if shorter
+    /// than the machine's deadline (`reply_deadline = 20`, seconds): for a
+    /// scenario whose known bug hangs the guest.
+    pub reply_deadline: Option<std::time::Duration>,
     /// The steps, as sent to the agent.
     pub scenario: Scenario,
     /// Where each step was written: line, and the included fragment if not this file.
@@ -132,6 +138,8 @@ struct RawFile {
     expect_kernel_warning: Option<String>,
     #[serde(default)]
     min_linux: Option<String>,
+    #[serde(default)]
+    reply_deadline: Option<u64>,
     #[serde(default)]
     step: Vec<toml::Spanned<toml::Table>>,
 }
@@ -397,6 +405,15 @@ impl ScenarioFile {
                 })
             })
             .transpose()?;
+        let reply_deadline = match raw.reply_deadline {
+            Some(0) => {
+                return Err(invalid(
+                    key_line("reply_deadline"),
+                    "reply_deadline is in seconds and must be at least 1".into(),
+                ));
+            }
+            d => d.map(std::time::Duration::from_secs),
+        };
         Ok(ScenarioFile {
             path: path.to_owned(),
             description: raw.description,
@@ -408,6 +425,7 @@ impl ScenarioFile {
             bug_steps: acc.bugs.into_iter().map(|(i, _, ids)| (i, ids)).collect(),
             expect_kernel_warning: raw.expect_kernel_warning,
             min_linux,
+            reply_deadline,
             scenario: Scenario {
                 name: name.to_string(),
                 steps: acc.steps,

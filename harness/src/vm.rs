@@ -550,7 +550,11 @@ impl Vm {
             )
         {
             return VmError::Hung {
-                after: self.spec.timeouts.agent_reply,
+                after: self
+                    .agent
+                    .as_ref()
+                    .and_then(Agent::reply_deadline)
+                    .unwrap_or(self.spec.timeouts.agent_reply),
                 log: self.console_log(),
                 tail: self.tail(),
             };

@@ -8,7 +8,7 @@
 use crate::mem::{BufferId, Memory};
 
 /// Which way the bytes go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Direction {
     /// The device reads memory (edu `to_device`, an access read).
     Read,

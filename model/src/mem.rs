@@ -10,7 +10,9 @@
 use crate::error::ModelError;
 
 /// A buffer, by allocation order (the first `mem.alloc` is 0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct BufferId(pub usize);
 
 impl BufferId {
@@ -33,7 +35,7 @@ pub struct Buffer {
 
 /// A range of a buffer, as the agent's `buffer`/`offset`/`length`
 /// arguments give it (no length: to the end of the buffer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct BufferRange {
     /// The buffer.
     pub buffer: BufferId,

@@ -111,6 +111,12 @@ pub enum AgentMsg {
         /// Unique KCOV PCs (return addresses of the
         /// `__sanitizer_cov_trace_pc` calls, KASLR offset taken off), sorted.
         pcs: Vec<u64>,
+        /// For each PC, the index of the first step that reached it (the
+        /// trace is drained after every step), so a host running several
+        /// sequences as one scenario can say which one reached what;
+        /// `u32::MAX` for what ran after the last step.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        first_step: Vec<u32>,
         /// The trace buffer filled up between two drains: PCs were lost.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         lost: bool,

@@ -424,6 +424,7 @@ fn coverage_round_trips_and_keeps_full_kernel_addresses() {
     // ppc64le kernel addresses are above i64::MAX.
     let msg = AgentMsg::Coverage {
         pcs: vec![0xc000_0000_0012_3458, 0xffff_ffff_8100_1009],
+        first_step: vec![0, 3],
         lost: false,
         error: None,
     };
@@ -436,6 +437,7 @@ fn coverage_round_trips_and_keeps_full_kernel_addresses() {
         bare,
         AgentMsg::Coverage {
             pcs: vec![1],
+            first_step: vec![],
             lost: false,
             error: None
         }

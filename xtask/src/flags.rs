@@ -487,10 +487,10 @@ pub struct CoverageArgs {
     /// Only the scenarios whose name contains this.
     #[arg(long, value_name = "FILTER")]
     pub scenarios: Option<String>,
-    /// Also fuzz for this many seconds with coverage on (needs the
-    /// fuzzer's hook; see `coverage::Collector`).
-    #[arg(long, value_name = "T")]
-    pub fuzz_seconds: Option<u64>,
+    /// Instead of the scenarios, fuzz the machine this long (`10m`),
+    /// guided by coverage; the report goes to `<machine>-fuzz/`.
+    #[arg(long, value_name = "T", value_parser = parse_duration)]
+    pub fuzz: Option<std::time::Duration>,
     /// Machine options (`--linux` defaults to 7.2, the only version with
     /// a `--kcov` kernel; `--kcov` is implied).
     #[command(flatten)]

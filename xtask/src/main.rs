@@ -153,6 +153,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             accel: b.accel,
         }),
         Cmd::Fuzz(f) => fuzz::run(&f),
+        Cmd::Coverage(c) if c.fuzz.is_some() => fuzz::coverage(&c),
         Cmd::Coverage(c) => coverage::run(&c),
         Cmd::Report(r) => merge::run(&r),
     }

@@ -201,3 +201,16 @@ fn min_linux_ignores_older_kernels_and_must_be_known() {
         "{msg}"
     );
 }
+
+#[test]
+fn reply_deadline_is_whole_seconds() {
+    assert_eq!(parse(GOOD).unwrap().reply_deadline, None);
+    let text = GOOD.replacen("requires", "reply_deadline = 20\nrequires", 1);
+    assert_eq!(
+        parse(&text).unwrap().reply_deadline,
+        Some(std::time::Duration::from_secs(20))
+    );
+    let (line, msg) = error_at(&text.replace("= 20", "= 0"));
+    assert_eq!(line, 4);
+    assert!(msg.contains("reply_deadline is in seconds"), "{msg}");
+}

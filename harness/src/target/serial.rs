@@ -228,11 +228,12 @@ pub(super) fn open(
         timeout: Duration::from_secs(d.timeout_s),
     };
     agent_w.flush().map_err(io("console write"))?;
-    let agent =
-        Agent::handshake_under(BufReader::new(framed), agent_w, Some(policy)).map_err(|source| TargetError::Agent {
+    let agent = Agent::handshake_under(BufReader::new(framed), agent_w, Some(policy)).map_err(
+        |source| TargetError::Agent {
             target: name.into(),
             source,
-        })?;
+        },
+    )?;
     let cleanup = move || -> Result<(), TargetError> {
         std::thread::sleep(Duration::from_millis(100)); // let `stty sane` run
         stop();

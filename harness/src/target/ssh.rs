@@ -215,10 +215,11 @@ pub(super) fn open(
         .ok()
         .and_then(|mut a| a.next())
         .map(|a| a.ip().to_string());
-    let agent = Agent::handshake_under(reader, ch, Some(policy)).map_err(|source| TargetError::Agent {
-        target: name.into(),
-        source,
-    })?;
+    let agent =
+        Agent::handshake_under(reader, ch, Some(policy)).map_err(|source| TargetError::Agent {
+            target: name.into(),
+            source,
+        })?;
     let (cleanup_name, cleanup_dir) = (name.to_string(), dir.clone());
     let cleanup = move || -> Result<(), TargetError> {
         let stderr = exec(

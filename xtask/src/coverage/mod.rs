@@ -163,12 +163,6 @@ pub fn collect(vmlinux: &Path, arch: Arch, tree: &Path) -> Result<Collector> {
 
 /// Runs `cargo xtask coverage`.
 pub fn run(a: &CoverageArgs) -> Result<()> {
-    if a.fuzz_seconds.is_some_and(|t| t > 0) {
-        bail!(
-            "--fuzz-seconds: the fuzzer does not feed a coverage::Collector yet; \
-             run without it for the scenarios' coverage"
-        );
-    }
     let mut opts = a.opts.clone();
     if opts.kernel.is_some() {
         bail!("--kernel: coverage needs a --kcov build's vmlinux; leave --kernel out");

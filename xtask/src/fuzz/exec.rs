@@ -19,7 +19,7 @@ use iobench_model::world::{Backend, World};
 
 use super::batch::{self, Role};
 use super::generate::Sequence;
-use super::judge::{Broke, Fresh, Judged, Observed, Runner, judge};
+use super::judge::{BatchCoverage, Broke, Fresh, Judged, Observed, Runner, judge};
 use super::target::Target;
 
 /// What the runs cost and covered.
@@ -66,6 +66,10 @@ pub struct VmRunner {
     vm: Option<Vm>,
     carry: World,
     dirty: bool,
+    /// Trace each batch's kernel code (a `--kcov` kernel).
+    coverage: bool,
+    /// The last run's coverage.
+    covered: Option<BatchCoverage>,
     /// What it cost so far.
     pub stats: Stats,
 }
@@ -80,8 +84,16 @@ impl VmRunner {
             vm: None,
             carry,
             dirty: false,
+            coverage: false,
+            covered: None,
             stats: Stats::default(),
         }
+    }
+
+    /// Has every batch traced with KCOV (the kernel must have it).
+    pub fn with_coverage(mut self) -> VmRunner {
+        self.coverage = true;
+        self
     }
 
     fn boot(&mut self) -> Result<()> {
@@ -89,7 +101,17 @@ impl VmRunner {
         let mut last = None;
         for _ in 0..2 {
             match Vm::boot(self.spec.clone()) {
-                Ok(vm) => {
+                Ok(mut vm) => {
+                    if self.coverage {
+                        let on = match vm.agent() {
+                            Ok(a) => a.set_coverage(true).map_err(|e| vm.explain(e)),
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = on {
+                            let _ = vm.poweroff();
+                            return Err(e).context("turning KCOV on in the guest");
+                        }
+                    }
                     self.vm = Some(vm);
                     self.carry = self.target.world.clone();
                     self.dirty = false;
@@ -122,6 +144,7 @@ impl VmRunner {
         if reboot {
             self.boot()?;
         }
+        self.covered = None;
         let markers = markers && seqs.len() > 1;
         let b = batch::build(&self.target, seqs, "fuzz::batch", markers);
         let vm = self.vm.as_mut().expect("booted above");
@@ -150,6 +173,26 @@ impl VmRunner {
             (None, Some(vm)) => vm.agent()?.dmesg().unwrap_or_default(),
             _ => Vec::new(),
         };
+        let covered = match (&broke, self.vm.as_mut()) {
+            (None, Some(vm)) => vm.agent()?.take_coverage(),
+            _ => None,
+        }
+        .filter(|c| {
+            let whole = c.error.is_none() && c.first_step.len() == c.pcs.len();
+            if !whole {
+                eprintln!(
+                    "fuzz: the batch's coverage is unusable ({}): an agent without first steps?",
+                    c.error
+                        .as_deref()
+                        .unwrap_or("PCs without their first steps")
+                );
+            }
+            whole
+        })
+        .map(|c| BatchCoverage {
+            lost: c.lost,
+            ..super::corpus::split(&c.pcs, &c.first_step, &b.spans)
+        });
         // The last batch's steps, for people (and for timing them).
         let _ = std::fs::write(self.spec.log_dir.join("last-batch.txt"), {
             let mut t = format!(
@@ -240,6 +283,7 @@ impl VmRunner {
                 self.vm = None;
                 let alone = self.run_once(std::slice::from_ref(seq), Fresh::Boot, false)?;
                 out.extend(alone);
+                self.covered = None;
                 return Ok(out);
             }
             if !j.differences.is_empty() {
@@ -272,6 +316,7 @@ impl VmRunner {
                 return self.run_once(seqs, Fresh::Boot, true);
             }
         }
+        self.covered = covered;
         Ok(out)
     }
 }
@@ -345,6 +390,10 @@ impl Runner for VmRunner {
             }
             Err(e) => Err(e),
         }
+    }
+
+    fn take_coverage(&mut self) -> Option<BatchCoverage> {
+        self.covered.take()
     }
 }
 

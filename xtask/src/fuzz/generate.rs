@@ -26,7 +26,7 @@ use super::shadow::Shadow;
 use super::target::{Probe, Target};
 
 /// One step of a sequence.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Item {
     /// An operation the model predicts.
     Op(Op),
@@ -237,6 +237,12 @@ pub struct Plan {
     /// hypervisor call per TCE when the container is closed (a quarter
     /// of a second for the default window under TCG).
     pub big_tables_one_in: u64,
+    /// Sequences that reached kernel code earlier ones had not (the
+    /// corpus of a `--kcov` run, `super::corpus`), each with its weight.
+    pub parents: std::sync::Arc<Vec<(Vec<Item>, u32)>>,
+    /// With parents, one sequence in this many is a mutation of one
+    /// (the others are drawn afresh).
+    pub mutate_one_in: u64,
 }
 
 impl Default for Plan {
@@ -248,53 +254,70 @@ impl Default for Plan {
             crash_one_in: 10,
             ddw_off_one_in: 12,
             big_tables_one_in: 10,
+            parents: Default::default(),
+            mutate_one_in: 2,
         }
     }
 }
 
-/// Sequence `index` of run `seed` on `target`.
+/// Sequence `index` of run `seed` on `target`: drawn afresh, or (with
+/// `plan.parents`, one in `plan.mutate_one_in`) a mutation of a parent.
 pub fn sequence(target: &Target, plan: &Plan, seed: u64, index: u64) -> Sequence {
-    let mut g = Gen {
-        rng: Rng::for_sequence(seed, index),
-        world: target.world.clone(),
-        shadow: Shadow::default(),
-        items: Vec::new(),
-        plan,
-        probe: target.probe,
-        spapr: target.is_spapr(),
-        device: target.has_device(),
-        attempts: Attempts::default(),
-        made: Made::default(),
-        big_tables: plan.big_tables_one_in != 0
-            && Rng::for_sequence(seed.rotate_left(17), index).chance(1, plan.big_tables_one_in),
-        next_byte: 0,
-        next_addr: 0x7fff_8000_0000,
-        touched: Vec::new(),
-        unmapped: Vec::new(),
-        ended: false,
+    // Its own stream, so a run without parents draws what it always did.
+    let mut pick = Rng::for_sequence(seed ^ 0x5851_f42d_4c95_7f2d, index);
+    let weights: Vec<u32> = plan.parents.iter().map(|(_, w)| *w).collect();
+    let parent = if plan.mutate_one_in != 0 && pick.chance(1, plan.mutate_one_in) {
+        pick.weighted(&weights)
+    } else {
+        None
     };
+    if let Some(k) = parent {
+        let other = pick.weighted(&weights).unwrap_or(k);
+        let (mine, theirs) = (&plan.parents[k].0, &plan.parents[other].0);
+        let mut g = Gen::new(target, plan, seed, index);
+        let acts = g.mutation(mine, theirs);
+        g.play(&acts);
+        // A mutation the model took nothing of, or its parent again, is
+        // no new sequence: one is drawn afresh instead.
+        if g.items.iter().any(Item::is_checked_op) && g.items != *mine {
+            return Sequence {
+                seed,
+                index,
+                items: g.items,
+            };
+        }
+    }
+    let mut g = Gen::new(target, plan, seed, index);
     g.warm_up();
     let span = plan.max_len.saturating_sub(plan.min_len) as u64 + 1;
     let len = plan.min_len + g.rng.below(span) as usize;
-    let mut probe_at: Vec<usize> = (0..plan.probes)
-        .map(|_| g.rng.below(len as u64 + 1) as usize)
-        .collect();
-    probe_at.sort_unstable();
-    for i in 0..=len {
-        while probe_at.first() == Some(&i) && !g.ended {
-            probe_at.remove(0);
-            g.probe();
-        }
-        if g.ended || i == len {
-            break;
-        }
-        g.random_op();
-    }
+    g.play(&vec![Act::Draw; len]);
     Sequence {
         seed,
         index,
         items: g.items,
     }
+}
+
+/// A step of a sequence's making: a parent's op again, or a new one.
+#[derive(Debug, Clone, PartialEq)]
+enum Act {
+    /// The op, if the model takes it where it now comes.
+    Replay(Op),
+    /// An op drawn as a fresh sequence draws one.
+    Draw,
+}
+
+/// The ops of a parent a mutation starts from: its probes' device
+/// accesses, fills and checks left out (a mutation probes afresh).
+fn parent_ops(items: &[Item]) -> Vec<Act> {
+    items
+        .iter()
+        .filter_map(|it| match it {
+            Item::Op(op) if !matches!(op, Op::EduDma { .. }) => Some(Act::Replay(op.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Whether `items` are well formed: every object an op or a check
@@ -404,7 +427,31 @@ fn buffer_sizes(page: u64) -> ([u64; 7], [u32; 7]) {
     )
 }
 
-impl Gen<'_> {
+impl<'a> Gen<'a> {
+    /// The maker of sequence `index` of run `seed`, from the target's
+    /// fresh state.
+    fn new(target: &Target, plan: &'a Plan, seed: u64, index: u64) -> Gen<'a> {
+        Gen {
+            rng: Rng::for_sequence(seed, index),
+            world: target.world.clone(),
+            shadow: Shadow::default(),
+            items: Vec::new(),
+            plan,
+            probe: target.probe,
+            spapr: target.is_spapr(),
+            device: target.has_device(),
+            attempts: Attempts::default(),
+            made: Made::default(),
+            big_tables: plan.big_tables_one_in != 0
+                && Rng::for_sequence(seed.rotate_left(17), index).chance(1, plan.big_tables_one_in),
+            next_byte: 0,
+            next_addr: 0x7fff_8000_0000,
+            touched: Vec::new(),
+            unmapped: Vec::new(),
+            ended: false,
+        }
+    }
+
     /// Predicts `op`, keeps it if the model can take it (a crash only
     /// now and then; it ends the sequence), and moves the model on.
     fn push(&mut self, op: Op) -> bool {
@@ -489,6 +536,86 @@ impl Gen<'_> {
             size,
             hugetlb: false,
         })
+    }
+
+    /// Plays `acts` (each op kept where the model takes it), with the
+    /// plan's probes at random places among them.
+    fn play(&mut self, acts: &[Act]) {
+        let len = acts.len();
+        let mut probe_at: Vec<usize> = (0..self.plan.probes)
+            .map(|_| self.rng.below(len as u64 + 1) as usize)
+            .collect();
+        probe_at.sort_unstable();
+        for (i, act) in acts.iter().map(Some).chain([None]).enumerate() {
+            while probe_at.first() == Some(&i) && !self.ended {
+                probe_at.remove(0);
+                self.probe();
+            }
+            let Some(act) = act.filter(|_| !self.ended) else {
+                break;
+            };
+            match act {
+                Act::Replay(op) => {
+                    // Only if what it names was tried before it here too.
+                    self.items.push(Item::Op(op.clone()));
+                    let named = valid(&self.items);
+                    self.items.pop();
+                    if named {
+                        self.push(op.clone());
+                    }
+                }
+                Act::Draw => self.random_op(),
+            }
+        }
+    }
+
+    /// What a mutation of `parent` plays (`other` is a second parent to
+    /// splice in): a new tail after a prefix of its ops, a few new ops
+    /// put in, a few taken out, or a prefix followed by the other's ops
+    /// from somewhere on.  Ops that refer to objects a change removed are
+    /// dropped when played (the model does not take them).  Empty if the
+    /// parent has no ops.
+    fn mutation(&mut self, parent: &[Item], other: &[Item]) -> Vec<Act> {
+        let ops = parent_ops(parent);
+        let n = ops.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let most = self.plan.max_len * 2;
+        let mut acts: Vec<Act> = match self.rng.below(4) {
+            0 => {
+                let keep = 1 + self.rng.below(n as u64) as usize;
+                let more = 1 + self.rng.below(self.plan.max_len.max(2) as u64 / 2) as usize;
+                let mut a = ops[..keep].to_vec();
+                a.extend(std::iter::repeat_n(Act::Draw, more));
+                a
+            }
+            1 => {
+                let at = self.rng.below(n as u64 + 1) as usize;
+                let more = 1 + self.rng.below(3) as usize;
+                let mut a = ops[..at].to_vec();
+                a.extend(std::iter::repeat_n(Act::Draw, more));
+                a.extend_from_slice(&ops[at..]);
+                a
+            }
+            2 if n > 1 => {
+                let at = self.rng.below(n as u64) as usize;
+                let gone = (1 + self.rng.below(3) as usize).min(n - at);
+                let mut a = ops[..at].to_vec();
+                a.extend_from_slice(&ops[at + gone..]);
+                a
+            }
+            _ => {
+                let theirs = parent_ops(other);
+                let keep = 1 + self.rng.below(n as u64) as usize;
+                let from = self.rng.below(theirs.len() as u64 + 1) as usize;
+                let mut a = ops[..keep].to_vec();
+                a.extend_from_slice(&theirs[from..]);
+                a
+            }
+        };
+        acts.truncate(most);
+        acts
     }
 
     fn warm_up(&mut self) {
@@ -1053,6 +1180,62 @@ mod tests {
                 assert!(valid(&s.items), "{m}: sequence {} is not valid", s.index);
                 assert!(s.items.len() >= plan.min_len, "{m}");
             }
+        }
+    }
+
+    #[test]
+    fn mutations_keep_much_of_their_parents_and_stay_valid() {
+        for m in ["pseries", "q35-mock", "q35"] {
+            let t = target(m);
+            let fresh = Plan::default();
+            let parents: Vec<(Vec<Item>, u32)> = (0..4)
+                .map(|i| (sequence(&t, &fresh, 3, i).items, 1))
+                .collect();
+            let plan = Plan {
+                parents: std::sync::Arc::new(parents.clone()),
+                mutate_one_in: 1,
+                ..Plan::default()
+            };
+            let ops = |items: &[Item]| -> Vec<Op> {
+                items
+                    .iter()
+                    .filter_map(|i| match i {
+                        Item::Op(op) if !matches!(op, Op::EduDma { .. }) => Some(op.clone()),
+                        _ => None,
+                    })
+                    .collect()
+            };
+            let mut shared = 0;
+            for i in 0..40 {
+                let s = sequence(&t, &plan, 9, i);
+                assert_eq!(
+                    s,
+                    sequence(&t, &plan, 9, i),
+                    "{m}: the same parents, the same mutation"
+                );
+                assert!(valid(&s.items), "{m}: mutation {i} is not valid");
+                assert!(!s.items.is_empty(), "{m}");
+                // A mutation starts as a parent does (its first op is
+                // kept unless deleted, and then the next one is).
+                let mine = ops(&s.items);
+                if parents
+                    .iter()
+                    .any(|(p, _)| ops(p).get(..2).is_some_and(|h| mine.starts_with(&h[..1])))
+                {
+                    shared += 1;
+                }
+                assert!(
+                    parents.iter().all(|(p, _)| *p != s.items),
+                    "{m}: mutation {i} is a parent unchanged"
+                );
+            }
+            assert!(shared >= 30, "{m}: only {shared} of 40 start like a parent");
+            // Without parents the plan draws what it always did.
+            let plain = Plan {
+                mutate_one_in: 1,
+                ..Plan::default()
+            };
+            assert_eq!(sequence(&t, &plain, 3, 1), sequence(&t, &fresh, 3, 1));
         }
     }
 

@@ -180,6 +180,23 @@ pub trait Runner {
     /// broke in an earlier one) has no judgement, so the answer may be
     /// shorter than `seqs`.
     fn run(&mut self, seqs: &[Sequence], fresh: Fresh) -> anyhow::Result<Vec<Judged>>;
+
+    /// The kernel coverage of the last run, if the guest traced it.
+    fn take_coverage(&mut self) -> Option<BatchCoverage> {
+        None
+    }
+}
+
+/// The kernel code a batch reached, by sequence.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchCoverage {
+    /// For each sequence of the batch, the KCOV PCs it was the first of
+    /// the batch to reach.
+    pub per_sequence: Vec<Vec<u64>>,
+    /// PCs reached outside every sequence's steps (the end of the run).
+    pub elsewhere: Vec<u64>,
+    /// The guest's trace buffer overflowed: some PCs were lost.
+    pub lost: bool,
 }
 
 /// What state a run must start from.

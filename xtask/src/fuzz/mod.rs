@@ -10,10 +10,15 @@
 //! bytes, a crash, a hang, a kernel report) is minimized ([`minimize`])
 //! and written as a scenario file with one report line ([`report`]);
 //! the reviewed known differences (`model/known-differences.toml`) are
-//! counted, not reported.  Coverage feedback plugs in at [`Feedback`].
+//! counted, not reported.  With a `--kcov` kernel the guest traces each
+//! batch and the run is guided by coverage ([`corpus`], through the
+//! [`feedback::Feedback`] hook): sequences that reach new kernel code are
+//! kept and mutated.
 
 pub mod batch;
+pub mod corpus;
 pub mod exec;
+pub mod feedback;
 pub mod generate;
 pub mod judge;
 pub mod minimize;
@@ -26,14 +31,16 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use harness::qemu::GuestMode;
 
 use crate::cache::repo_root;
 use crate::flags::FuzzArgs;
+use corpus::{Corpus, Guided};
 use exec::{Stats, VmRunner};
+use feedback::{Feedback, NoFeedback};
 use generate::{Plan, Sequence};
-use judge::{Fresh, Judged, Runner};
+use judge::{Fresh, Runner};
 use report::{Finding, KnownDifferences};
 use target::Target;
 
@@ -41,22 +48,6 @@ use target::Target;
 const BATCH_STEPS: usize = 1500;
 /// Most sequences in a batch.
 const BATCH_SEQUENCES: usize = 64;
-
-/// Where coverage feedback plugs in: called after every batch with its
-/// sequences and their judgements, it may change how the next sequences
-/// are drawn.  (A KCOV-based one would read the coverage the batch left
-/// and favour what reached new code.)
-pub trait Feedback {
-    /// Sees a batch; may adjust `plan`.
-    fn batch(&mut self, seqs: &[Sequence], judged: &[Judged], plan: &mut Plan);
-}
-
-/// No feedback: every sequence drawn alike.
-pub struct NoFeedback;
-
-impl Feedback for NoFeedback {
-    fn batch(&mut self, _: &[Sequence], _: &[Judged], _: &mut Plan) {}
-}
 
 /// When a run ends.
 #[derive(Debug, Clone, Copy)]
@@ -164,7 +155,8 @@ pub fn fuzz(
             break;
         }
         let judged = runner.run(&batch, Fresh::No)?;
-        feedback.batch(&batch[..judged.len()], &judged, &mut plan);
+        let covered = runner.take_coverage();
+        feedback.batch(&batch[..judged.len()], &judged, covered.as_ref(), &mut plan)?;
         for s in batch.iter().skip(judged.len()) {
             queue.push_back(s.clone());
         }
@@ -251,16 +243,27 @@ fn setup(a: &FuzzArgs) -> Result<(Target, harness::vm::VmSpec)> {
     // results are held at most until the step after); 20 silent seconds
     // are a hang (every try of a hang's minimization waits that long).
     spec.timeouts.agent_reply = Duration::from_secs(20);
+    if a.opts.source.kcov {
+        // A call in every basic block: under TCG the kernel boots slower,
+        // as the debug kernels do.
+        spec.timeouts.first_output *= harness::manifest::DEBUG_BOOT_FACTOR;
+        spec.timeouts.agent_ready *= harness::manifest::DEBUG_BOOT_FACTOR;
+        // And every step runs slower.
+        spec.timeouts.agent_reply *= 2;
+    }
     let target = Target::new(&a.machine, linux, target::fix_ids(&spec.images.patches))?;
     Ok((target, spec))
 }
 
 /// The kernel options of a run's command line: the version, `--fixes`,
-/// each `--patch`.
+/// `--kcov`, each `--patch`.
 fn kernel_flags(a: &FuzzArgs, target: &Target) -> String {
     let mut c = format!(" --linux {}", target.linux.as_str());
     if a.opts.source.fixes {
         c.push_str(" --fixes");
+    }
+    if a.opts.source.kcov {
+        c.push_str(" --kcov");
     }
     for p in &a.opts.source.patches {
         let _ = write!(c, " --patch {}", p.display());
@@ -282,7 +285,32 @@ fn command(a: &FuzzArgs, target: &Target) -> String {
     c
 }
 
-/// Runs `cargo xtask fuzz`.
+/// Coverage feedback for a `--kcov` run: the kernel's call sites, and
+/// the corpus of earlier runs of the machine; with the kernel's tree.
+fn guided(
+    a: &FuzzArgs,
+    target: &Target,
+    spec: &harness::vm::VmSpec,
+) -> Result<(Guided, std::path::PathBuf)> {
+    let vmlinux = spec
+        .images
+        .vmlinux
+        .as_ref()
+        .context("--kcov: the kernel has no vmlinux to map PCs with (leave --kernel out)")?;
+    let tree = crate::images::tree(&a.opts.source, target.linux)?;
+    let collector = crate::coverage::collect(vmlinux, spec.machine.arch, &tree)?;
+    let corpus = Corpus::load(&Corpus::dir_for(&crate::cache::cache_dir(), target))?;
+    for f in &corpus.skipped {
+        eprintln!(
+            "fuzz: {} is no corpus entry of this fuzzer; left out",
+            f.display()
+        );
+    }
+    Ok((Guided::new(collector, corpus), tree))
+}
+
+/// Runs `cargo xtask fuzz`: guided by coverage with `--kcov` (the
+/// coverage report then goes to `coverage/<machine>-fuzz/`).
 pub fn run(a: &FuzzArgs) -> Result<()> {
     let (target, spec) = setup(a)?;
     let known = KnownDifferences::load(&repo_root().join("model/known-differences.toml"))?;
@@ -293,8 +321,14 @@ pub fn run(a: &FuzzArgs) -> Result<()> {
         (None, None) => Budget::Time(Duration::from_secs(60)),
     };
     let cmd = command(a, &target);
+    let (mut guided, tree) = if a.opts.source.kcov {
+        let (g, tree) = guided(a, &target, &spec)?;
+        (Some(g), Some(tree))
+    } else {
+        (None, None)
+    };
     println!(
-        "fuzz: {} on Linux {} ({}), seed {}, {}",
+        "fuzz: {} on Linux {} ({}), seed {}, {}{}",
         a.machine,
         target.linux.as_str(),
         spec.boot.accel.as_str(),
@@ -302,15 +336,27 @@ pub fn run(a: &FuzzArgs) -> Result<()> {
         match budget {
             Budget::Sequences(n) => format!("{n} sequences"),
             Budget::Time(t) => format!("{} s", t.as_secs()),
+        },
+        match &guided {
+            Some(g) => format!(
+                ", guided by KCOV ({} call sites; corpus of {} sequences)",
+                g.collector.site_count(),
+                g.corpus.len()
+            ),
+            None => String::new(),
         }
     );
+    let mut plan = Plan {
+        probes: a.probes,
+        ..Plan::default()
+    };
+    if let Some(g) = &guided {
+        g.prime(&mut plan);
+    }
     let run = Run {
         target: &target,
         seed: a.seed,
-        plan: Plan {
-            probes: a.probes,
-            ..Plan::default()
-        },
+        plan,
         budget,
         minimize: true,
         out: out_dir.clone(),
@@ -320,11 +366,37 @@ pub fn run(a: &FuzzArgs) -> Result<()> {
     };
     let started = Instant::now();
     let mut runner = VmRunner::new(target.clone(), spec);
-    let result = fuzz(&run, &mut runner, &mut NoFeedback);
+    let result = match &mut guided {
+        Some(g) => {
+            runner = runner.with_coverage();
+            fuzz(&run, &mut runner, g)
+        }
+        None => fuzz(&run, &mut runner, &mut NoFeedback),
+    };
     runner.power_off();
     let mut o = result?;
     o.stats = runner.stats.clone();
-    let text = summary(&target, &cmd, &o, started.elapsed());
+    let mut text = summary(&target, &cmd, &o, started.elapsed());
+    if let (Some(g), Some(tree)) = (&guided, &tree) {
+        let dir = crate::coverage::report_dir(&format!("{}-fuzz", a.machine));
+        let files = g.collector.write_report(
+            &dir,
+            tree,
+            &format!("fuzz on {} (Linux {})", a.machine, target.linux.as_str()),
+        )?;
+        let _ = writeln!(
+            text,
+            "  coverage: {} kernel blocks reached; {} sequences joined the corpus ({} in all, {}); {} of {} batches overflowed the trace buffer\n{}  HTML: {}",
+            g.collector.sites_hit(),
+            g.joined,
+            g.corpus.len(),
+            Corpus::dir_for(&crate::cache::cache_dir(), &target).display(),
+            g.lost,
+            g.batches,
+            files,
+            dir.join("index.html").display()
+        );
+    }
     print!("{text}");
     std::fs::create_dir_all(&out_dir)?;
     std::fs::write(out_dir.join("report.txt"), &text)?;
@@ -336,6 +408,30 @@ pub fn run(a: &FuzzArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Runs `cargo xtask coverage --fuzz T`: a guided fuzz run of one
+/// machine on its `--kcov` kernel, its coverage reported.
+pub fn coverage(a: &crate::flags::CoverageArgs) -> Result<()> {
+    let (Some(time), [machine]) = (a.fuzz, a.machine.as_slice()) else {
+        bail!("--fuzz: one --machine at a time (a fuzz run drives one machine)");
+    };
+    if a.scenarios.is_some() {
+        bail!("--fuzz runs no scenarios: leave --scenarios out");
+    }
+    let mut opts = a.opts.clone();
+    opts.source.kcov = true;
+    opts.source
+        .linux
+        .get_or_insert(crate::flags::LinuxFlag::V7_2);
+    run(&FuzzArgs {
+        machine: machine.clone(),
+        seed: 1,
+        time: Some(time),
+        sequences: None,
+        probes: 1,
+        opts,
+    })
 }
 
 /// The run's report.

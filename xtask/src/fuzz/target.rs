@@ -88,9 +88,13 @@ impl Target {
             ),
             "q35" => {
                 // Bug 0004: 6.12 offers the mock device to intel-iommu.
+                // Bug 0010: 7.2's replace offers the device the mock domain.
                 let p = match linux {
                     Linux::V6_12 => IommufdParams::q35_6_12(has("0004")),
-                    Linux::V7_2 => IommufdParams::q35_7_2(),
+                    Linux::V7_2 => IommufdParams {
+                        replace_tries_foreign_domains: !has("0010"),
+                        ..IommufdParams::q35_7_2()
+                    },
                 };
                 (World::iommufd(p), Probe::Edu, vec!["iommufd", "vfio-cdev"])
             }

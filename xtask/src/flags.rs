@@ -80,6 +80,10 @@ pub struct FuzzArgs {
     /// q35-mock); each edu probe takes about 0.2 s of the guest's time.
     #[arg(long, default_value_t = 1)]
     pub probes: usize,
+    /// With --kcov: measure coverage, but draw every sequence afresh and
+    /// keep no corpus (the baseline the guidance is measured against).
+    #[arg(long, requires = "kcov")]
+    pub unguided: bool,
     /// Machine options (accelerator, kernel: --linux, --patch, --fixes, --kernel).
     #[command(flatten)]
     pub opts: MachineOpts,

@@ -248,9 +248,15 @@ pub fn run(a: &CoverageArgs) -> Result<()> {
         collector.unknown,
         dir.join("index.html").display()
     );
-    for f in collector.files() {
-        // Partly covered files: what is left.  (Of a file no run entered,
-        // every function is.)
+    print!("{}", never_entered(&collector.files()));
+    Ok(())
+}
+
+/// For each partly covered file, the functions no run entered (of a file
+/// no run entered, every function is), a line each.
+pub fn never_entered(files: &[FileCoverage]) -> String {
+    let mut t = String::new();
+    for f in files {
         if !f.unreached.is_empty() && !f.hit.is_empty() {
             let names: Vec<&str> = f.unreached.iter().map(String::as_str).take(12).collect();
             let more = f.unreached.len().saturating_sub(names.len());
@@ -259,10 +265,14 @@ pub fn run(a: &CoverageArgs) -> Result<()> {
             } else {
                 String::new()
             };
-            println!("never entered in {}: {}{more}", f.file, names.join(", "));
+            t.push_str(&format!(
+                "never entered in {}: {}{more}\n",
+                f.file,
+                names.join(", ")
+            ));
         }
     }
-    Ok(())
+    t
 }
 
 /// Runs `scenarios` on VMs of `spec` (a new one for a `fresh_vm`

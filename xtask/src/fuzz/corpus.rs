@@ -60,6 +60,8 @@ pub struct Corpus {
     /// Files of the directory that did not read as entries (written by
     /// another version of the fuzzer?): left alone, not used.
     pub skipped: Vec<PathBuf>,
+    /// The directory of a [`Corpus::scratch`], removed when dropped.
+    _scratch: Option<tempfile::TempDir>,
 }
 
 impl Corpus {
@@ -78,6 +80,7 @@ impl Corpus {
             entries: Vec::new(),
             names: Default::default(),
             skipped: Vec::new(),
+            _scratch: None,
         };
         let Ok(rd) = std::fs::read_dir(dir) else {
             return Ok(c);
@@ -99,6 +102,17 @@ impl Corpus {
                 Err(_) => c.skipped.push(f),
             }
         }
+        Ok(c)
+    }
+
+    /// A corpus in a directory of its own that goes away with the
+    /// process (a run that must not add to the machine's corpus).
+    pub fn scratch() -> Result<Corpus> {
+        let dir = tempfile::Builder::new()
+            .prefix("iobench-corpus-")
+            .tempdir()?;
+        let mut c = Corpus::load(dir.path())?;
+        c._scratch = Some(dir);
         Ok(c)
     }
 

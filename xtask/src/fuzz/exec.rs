@@ -33,6 +33,10 @@ pub struct Stats {
     pub seconds: f64,
     /// Of which the probes' DMA, fills and checks (their steps' own time).
     pub probe_seconds: f64,
+    /// Of which the other steps' own time in the guest (each step's
+    /// `micros`: the syscalls and the kernel's work); the rest of the
+    /// batches' time is the agent's and the transport's.
+    pub op_seconds: f64,
     /// Machines booted.
     pub boots: u64,
     /// Batches run.
@@ -40,6 +44,13 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// The share of the batches' time (probes left out) the steps spent
+    /// in their own work in the guest.
+    pub fn op_share(&self) -> f64 {
+        let t = self.seconds - self.probe_seconds;
+        if t > 0.0 { self.op_seconds / t } else { 0.0 }
+    }
+
     /// Checked ops per second of batch time, the probes' steps left out.
     pub fn rate(&self) -> f64 {
         let t = self.seconds - self.probe_seconds;
@@ -219,11 +230,14 @@ impl VmRunner {
         self.stats.batches += 1;
         self.stats.steps += results.len() as u64;
         self.stats.seconds += elapsed.as_secs_f64();
-        self.stats.probe_seconds += results
-            .iter()
-            .filter(|r| matches!(r.op.as_str(), "edu.dma" | "mem.fill" | "mem.check"))
-            .map(|r| Duration::from_micros(r.micros).as_secs_f64())
-            .sum::<f64>();
+        for r in &results {
+            let t = Duration::from_micros(r.micros).as_secs_f64();
+            if matches!(r.op.as_str(), "edu.dma" | "mem.fill" | "mem.check") {
+                self.stats.probe_seconds += t;
+            } else {
+                self.stats.op_seconds += t;
+            }
+        }
         // Each sequence's share of the kernel log, by the markers' counts
         // (without markers: a lone sequence's is all of it; a batch's is
         // checked as a whole below).

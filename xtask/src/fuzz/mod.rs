@@ -299,7 +299,11 @@ fn guided(
         .context("--kcov: the kernel has no vmlinux to map PCs with (leave --kernel out)")?;
     let tree = crate::images::tree(&a.opts.source, target.linux)?;
     let collector = crate::coverage::collect(vmlinux, spec.machine.arch, &tree)?;
-    let corpus = Corpus::load(&Corpus::dir_for(&crate::cache::cache_dir(), target))?;
+    let corpus = if a.unguided {
+        Corpus::scratch()?
+    } else {
+        Corpus::load(&Corpus::dir_for(&crate::cache::cache_dir(), target))?
+    };
     for f in &corpus.skipped {
         eprintln!(
             "fuzz: {} is no corpus entry of this fuzzer; left out",
@@ -338,6 +342,10 @@ pub fn run(a: &FuzzArgs) -> Result<()> {
             Budget::Time(t) => format!("{} s", t.as_secs()),
         },
         match &guided {
+            Some(g) if a.unguided => format!(
+                ", KCOV measured but not guiding ({} call sites)",
+                g.collector.site_count()
+            ),
             Some(g) => format!(
                 ", guided by KCOV ({} call sites; corpus of {} sequences)",
                 g.collector.site_count(),
@@ -348,6 +356,7 @@ pub fn run(a: &FuzzArgs) -> Result<()> {
     );
     let mut plan = Plan {
         probes: a.probes,
+        mutate_one_in: if a.unguided { 0 } else { 2 },
         ..Plan::default()
     };
     if let Some(g) = &guided {
@@ -378,24 +387,33 @@ pub fn run(a: &FuzzArgs) -> Result<()> {
     o.stats = runner.stats.clone();
     let mut text = summary(&target, &cmd, &o, started.elapsed());
     if let (Some(g), Some(tree)) = (&guided, &tree) {
-        let dir = crate::coverage::report_dir(&format!("{}-fuzz", a.machine));
+        let suffix = if a.unguided { "fuzz-unguided" } else { "fuzz" };
+        let dir = crate::coverage::report_dir(&format!("{}-{suffix}", a.machine));
         let files = g.collector.write_report(
             &dir,
             tree,
             &format!("fuzz on {} (Linux {})", a.machine, target.linux.as_str()),
         )?;
+        let corpus = if a.unguided {
+            format!("{} sequences reached new blocks", g.joined)
+        } else {
+            format!(
+                "{} sequences joined the corpus ({} in all, {})",
+                g.joined,
+                g.corpus.len(),
+                Corpus::dir_for(&crate::cache::cache_dir(), &target).display()
+            )
+        };
         let _ = writeln!(
             text,
-            "  coverage: {} kernel blocks reached; {} sequences joined the corpus ({} in all, {}); {} of {} batches overflowed the trace buffer\n{}  HTML: {}",
+            "  coverage: {} kernel blocks reached; {corpus}; {} of {} batches overflowed the trace buffer\n{}  HTML: {}",
             g.collector.sites_hit(),
-            g.joined,
-            g.corpus.len(),
-            Corpus::dir_for(&crate::cache::cache_dir(), &target).display(),
             g.lost,
             g.batches,
             files,
             dir.join("index.html").display()
         );
+        text.push_str(&crate::coverage::never_entered(&g.collector.files()));
     }
     print!("{text}");
     std::fs::create_dir_all(&out_dir)?;
@@ -430,6 +448,7 @@ pub fn coverage(a: &crate::flags::CoverageArgs) -> Result<()> {
         time: Some(time),
         sequences: None,
         probes: 1,
+        unguided: false,
         opts,
     })
 }
@@ -441,12 +460,13 @@ fn summary(target: &Target, cmd: &str, o: &Outcome, wall: Duration) -> String {
     let _ = writeln!(t, "{cmd}");
     let _ = writeln!(
         t,
-        "  {} sequences, {} checked ops in {:.1} s of batches ({:.0} checked ops/s without the probes' {:.1} s), {} steps, {} batches, {} boots, {:.0} s in all",
+        "  {} sequences, {} checked ops in {:.1} s of batches ({:.0} checked ops/s without the probes' {:.1} s; {:.0}% of that the steps' own time in the guest), {} steps, {} batches, {} boots, {:.0} s in all",
         o.sequences,
         s.checked,
         s.seconds,
         s.rate(),
         s.probe_seconds,
+        100.0 * s.op_share(),
         s.steps,
         s.batches,
         s.boots,
@@ -503,6 +523,7 @@ pub fn throughput(
         time: None,
         sequences: Some(sequences),
         probes: 0,
+        unguided: false,
         opts: opts.clone(),
     };
     let (target, spec) = setup(&a)?;

@@ -153,13 +153,26 @@ pub fn patches(src: &KernelSource, linux: Linux) -> Result<Vec<crate::patch::Pat
             if limits.get(id).is_some_and(|l| !l.contains(&linux)) {
                 // Said by kernel-patches/fixes/applies.toml; nothing to print.
             } else if released || crate::patch::already_in(&base, &fix)? {
-                println!("kernel: {name} is already in Linux {release} (not applied)");
+                say_once(format!(
+                    "kernel: {name} is already in Linux {release} (not applied)"
+                ));
             } else {
                 paths.push(fix);
             }
         }
     }
     crate::patch::load(&paths)
+}
+
+/// Prints `line` unless this process printed it already (the kernel and
+/// its selftests ask for the same tree's patches).
+fn say_once(line: String) {
+    static SAID: std::sync::Mutex<std::collections::BTreeSet<String>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    if said.insert(line.clone()) {
+        println!("{line}");
+    }
 }
 
 /// The tree (and patches) the selftests of `linux` come from: the kernel's.

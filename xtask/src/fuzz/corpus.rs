@@ -60,8 +60,6 @@ pub struct Corpus {
     /// Files of the directory that did not read as entries (written by
     /// another version of the fuzzer?): left alone, not used.
     pub skipped: Vec<PathBuf>,
-    /// The directory of a [`Corpus::scratch`], removed when dropped.
-    _scratch: Option<tempfile::TempDir>,
 }
 
 impl Corpus {
@@ -80,7 +78,6 @@ impl Corpus {
             entries: Vec::new(),
             names: Default::default(),
             skipped: Vec::new(),
-            _scratch: None,
         };
         let Ok(rd) = std::fs::read_dir(dir) else {
             return Ok(c);
@@ -102,17 +99,6 @@ impl Corpus {
                 Err(_) => c.skipped.push(f),
             }
         }
-        Ok(c)
-    }
-
-    /// A corpus in a directory of its own that goes away with the
-    /// process (a run that must not add to the machine's corpus).
-    pub fn scratch() -> Result<Corpus> {
-        let dir = tempfile::Builder::new()
-            .prefix("iobench-corpus-")
-            .tempdir()?;
-        let mut c = Corpus::load(dir.path())?;
-        c._scratch = Some(dir);
         Ok(c)
     }
 
@@ -199,14 +185,16 @@ pub fn split(pcs: &[u64], first: &[u32], spans: &[Range<usize>]) -> BatchCoverag
     }
 }
 
-/// Coverage feedback: the run's coverage so far, and its corpus.
+/// Coverage feedback: the run's coverage so far, and its corpus (none
+/// when coverage is only measured: `--unguided`).
 pub struct Guided {
     /// Everything the run's sequences reached.
     pub collector: Collector,
-    /// The sequences kept.
-    pub corpus: Corpus,
-    /// Sequences that joined the corpus in this run.
-    pub joined: usize,
+    /// The sequences kept, if the run is guided.
+    pub corpus: Option<Corpus>,
+    /// Sequences of this run that reached a block first (each joined the
+    /// corpus, if there is one and it did not have it).
+    pub found: usize,
     /// Batches whose coverage came back.
     pub batches: usize,
     /// Batches whose trace buffer overflowed (some PCs lost).
@@ -214,12 +202,12 @@ pub struct Guided {
 }
 
 impl Guided {
-    /// Feedback into `collector`, keeping sequences in `corpus`.
-    pub fn new(collector: Collector, corpus: Corpus) -> Guided {
+    /// Feedback into `collector`, keeping sequences in `corpus` if given.
+    pub fn new(collector: Collector, corpus: Option<Corpus>) -> Guided {
         Guided {
             collector,
             corpus,
-            joined: 0,
+            found: 0,
             batches: 0,
             lost: 0,
         }
@@ -227,7 +215,9 @@ impl Guided {
 
     /// The plan's parents from the start (a corpus of earlier runs).
     pub fn prime(&self, plan: &mut Plan) {
-        plan.parents = self.corpus.parents();
+        if let Some(c) = &self.corpus {
+            plan.parents = c.parents();
+        }
     }
 }
 
@@ -247,15 +237,18 @@ impl Feedback for Guided {
         let mut joined = false;
         for (seq, pcs) in seqs.iter().zip(&cov.per_sequence) {
             let new = self.collector.add(pcs);
-            if new.sites > 0 && self.corpus.add(&seq.items, new.sites, new.lines.len())? {
-                self.joined += 1;
-                joined = true;
+            if new.sites == 0 {
+                continue;
+            }
+            self.found += 1;
+            if let Some(c) = &mut self.corpus {
+                joined |= c.add(&seq.items, new.sites, new.lines.len())?;
             }
         }
         // Reached, but by no sequence of its own: counted, credited to none.
         self.collector.add(&cov.elsewhere);
-        if joined {
-            plan.parents = self.corpus.parents();
+        if let (true, Some(c)) = (joined, &self.corpus) {
+            plan.parents = c.parents();
         }
         Ok(())
     }
@@ -282,7 +275,7 @@ mod tests {
             [site(0x100, vfio, 10), site(0x200, "mm/memory.c", 3)],
         );
         let dir = tempfile::tempdir().unwrap();
-        let mut g = Guided::new(Collector::new(map), Corpus::load(dir.path()).unwrap());
+        let mut g = Guided::new(Collector::new(map), Some(Corpus::load(dir.path()).unwrap()));
         let mut plan = Plan::default();
         g.prime(&mut plan);
         assert!(plan.parents.is_empty());
@@ -300,7 +293,7 @@ mod tests {
             lost: false,
         };
         g.batch(&seqs, &[], Some(&cov), &mut plan).unwrap();
-        assert_eq!(g.joined, 2);
+        assert_eq!(g.found, 2);
         let w: Vec<(Vec<Item>, u32)> = plan.parents.iter().cloned().collect();
         assert_eq!(
             w,
@@ -309,7 +302,7 @@ mod tests {
         // The same coverage again finds nothing; no coverage, no change.
         g.batch(&seqs, &[], Some(&cov), &mut plan).unwrap();
         g.batch(&seqs, &[], None, &mut plan).unwrap();
-        assert_eq!((g.joined, g.batches, plan.parents.len()), (2, 2, 2));
+        assert_eq!((g.found, g.batches, plan.parents.len()), (2, 2, 2));
     }
 
     #[test]

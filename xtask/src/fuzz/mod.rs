@@ -300,16 +300,17 @@ fn guided(
     let tree = crate::images::tree(&a.opts.source, target.linux)?;
     let collector = crate::coverage::collect(vmlinux, spec.machine.arch, &tree)?;
     let corpus = if a.unguided {
-        Corpus::scratch()?
+        None
     } else {
-        Corpus::load(&Corpus::dir_for(&crate::cache::cache_dir(), target))?
+        let c = Corpus::load(&Corpus::dir_for(&crate::cache::cache_dir(), target))?;
+        for f in &c.skipped {
+            eprintln!(
+                "fuzz: {} is no corpus entry of this fuzzer; left out",
+                f.display()
+            );
+        }
+        Some(c)
     };
-    for f in &corpus.skipped {
-        eprintln!(
-            "fuzz: {} is no corpus entry of this fuzzer; left out",
-            f.display()
-        );
-    }
     Ok((Guided::new(collector, corpus), tree))
 }
 
@@ -342,21 +343,24 @@ pub fn run(a: &FuzzArgs) -> Result<()> {
             Budget::Time(t) => format!("{} s", t.as_secs()),
         },
         match &guided {
-            Some(g) if a.unguided => format!(
-                ", KCOV measured but not guiding ({} call sites)",
-                g.collector.site_count()
+            Some(Guided {
+                collector,
+                corpus: Some(c),
+                ..
+            }) => format!(
+                ", guided by KCOV ({} call sites; corpus of {} sequences)",
+                collector.site_count(),
+                c.len()
             ),
             Some(g) => format!(
-                ", guided by KCOV ({} call sites; corpus of {} sequences)",
-                g.collector.site_count(),
-                g.corpus.len()
+                ", KCOV measured but not guiding ({} call sites)",
+                g.collector.site_count()
             ),
             None => String::new(),
         }
     );
     let mut plan = Plan {
         probes: a.probes,
-        mutate_one_in: if a.unguided { 0 } else { 2 },
         ..Plan::default()
     };
     if let Some(g) = &guided {
@@ -394,15 +398,14 @@ pub fn run(a: &FuzzArgs) -> Result<()> {
             tree,
             &format!("fuzz on {} (Linux {})", a.machine, target.linux.as_str()),
         )?;
-        let corpus = if a.unguided {
-            format!("{} sequences reached new blocks", g.joined)
-        } else {
-            format!(
-                "{} sequences joined the corpus ({} in all, {})",
-                g.joined,
-                g.corpus.len(),
+        let corpus = match &g.corpus {
+            None => format!("{} sequences reached new blocks", g.found),
+            Some(c) => format!(
+                "{} sequences reached new blocks; corpus of {} sequences in {}",
+                g.found,
+                c.len(),
                 Corpus::dir_for(&crate::cache::cache_dir(), &target).display()
-            )
+            ),
         };
         let _ = writeln!(
             text,

@@ -56,7 +56,6 @@ pub struct Corpus {
     dir: PathBuf,
     /// Each entry with its file's name (without `.json`).
     entries: Vec<(String, Entry)>,
-    names: std::collections::HashSet<String>,
     /// Files of the directory that did not read as entries (written by
     /// another version of the fuzzer?): left alone, not used.
     pub skipped: Vec<PathBuf>,
@@ -76,7 +75,6 @@ impl Corpus {
         let mut c = Corpus {
             dir: dir.to_path_buf(),
             entries: Vec::new(),
-            names: Default::default(),
             skipped: Vec::new(),
         };
         let Ok(rd) = std::fs::read_dir(dir) else {
@@ -91,11 +89,7 @@ impl Corpus {
             let text =
                 std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
             match serde_json::from_str::<Entry>(&text) {
-                Ok(e) => {
-                    let name = file_stem(&f);
-                    c.names.insert(name.clone());
-                    c.entries.push((name, e));
-                }
+                Ok(e) => c.entries.push((file_stem(&f), e)),
                 Err(_) => c.skipped.push(f),
             }
         }
@@ -112,7 +106,7 @@ impl Corpus {
     pub fn add(&mut self, items: &[Item], new_sites: usize, new_lines: usize) -> Result<bool> {
         let json = serde_json::to_string(items)?;
         let name = crate::cache::short(&crate::cache::key(&[json.as_bytes()])).to_string();
-        if self.names.contains(&name) {
+        if self.entries.iter().any(|(n, _)| *n == name) {
             return Ok(false);
         }
         let e = Entry {
@@ -136,14 +130,12 @@ impl Corpus {
             let (gone, _) = self.entries.swap_remove(i);
             let path = self.dir.join(format!("{gone}.json"));
             std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-            self.names.remove(&gone);
         }
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
         let path = self.dir.join(format!("{name}.json"));
         std::fs::write(&path, serde_json::to_string_pretty(&e)?)
             .with_context(|| format!("writing {}", path.display()))?;
-        self.names.insert(name.clone());
         self.entries.push((name, e));
         Ok(true)
     }

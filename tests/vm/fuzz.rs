@@ -33,7 +33,7 @@ pub fn short_run(m: &Manifest, machine: &str, trial: &str) -> Result<(), Failed>
     // The model knows iobench's fixes by number (`--fixes` runs carry
     // them); a patch of the user's own is what the fuzzer is for: the
     // model predicts the kernel without it, and a difference names it.
-    let fixes_dir = repo.join("kernel-patches/fixes");
+    let fixes_dir = repo.join(harness::known_bug::FIXES_DIR);
     let mut patch_args = Vec::new();
     for name in &spec.images.patches {
         let fix = fixes_dir.join(name);
